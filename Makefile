@@ -1,0 +1,70 @@
+# gorkheavy-lite: two commands do everything.
+#   make site   - set up the controller and run site.yml against the inventory (INVENTORY=...)
+#   make test   - set up everything the tests need and run the whole suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON    ?= python3.11
+VENV      ?= $(CURDIR)/.venv
+INVENTORY ?= inventory/example
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+STAMP := $(VENV)/.installed
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## create .venv with the project and its dev extra
+
+.PHONY: system-deps
+system-deps: ## install the Debian packages the tests need (when missing)
+	scripts/system-deps.sh
+
+.PHONY: lint
+lint: venv ## ruff, mypy, yamllint, ansible-lint (production), syntax check
+	ruff check app tests benchmarks scripts
+	ruff format --check app tests benchmarks scripts
+	mypy
+	yamllint --strict .
+	ansible-lint --profile production
+	ansible-playbook --syntax-check -i $(INVENTORY) site.yml
+
+.PHONY: unit
+unit: venv ## pytest: everything but the real-host scenarios
+	scripts/pytest.sh -m "not hosts"
+
+.PHONY: hosts
+hosts: venv system-deps ## tests on real systemd hosts (podman) and molecule scenarios
+	scripts/pytest.sh -m hosts
+
+.PHONY: test
+test: venv system-deps lint ## the whole suite: lint, pytest (all), collection build
+	scripts/pytest.sh
+	$(MAKE) --no-print-directory collection
+
+.PHONY: collection
+collection: venv ## build the gorkheavy.lite collection tarball into build/
+	@mkdir -p build
+	ansible-galaxy collection build --force --output-path build .
+
+.PHONY: docs
+docs: venv ## regenerate the variables table in README.md from meta/argument_specs.yml
+	python scripts/gen_role_docs.py --write README.md
+
+.PHONY: site
+site: venv ## run site.yml (all stages present) against INVENTORY
+	scripts/site.sh $(INVENTORY)
+
+.PHONY: clean
+clean: ## remove build output (keeps .venv)
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache
