@@ -38,18 +38,24 @@ lint: venv ## ruff, mypy, yamllint, ansible-lint (production), syntax check
 	yamllint --strict .
 	ansible-lint --profile production
 	ansible-playbook --syntax-check -i $(INVENTORY) site.yml
+	python scripts/gen_role_docs.py --check README.md
 
 .PHONY: unit
 unit: venv ## pytest: everything but the real-host scenarios
 	scripts/pytest.sh -m "not hosts"
 
 .PHONY: hosts
-hosts: venv system-deps ## tests on real systemd hosts (podman) and molecule scenarios
+hosts: venv system-deps ## pytest tests on real systemd hosts (podman)
 	scripts/pytest.sh -m hosts
 
+.PHONY: molecule
+molecule: venv system-deps ## molecule test for every scenario under molecule/
+	scripts/molecule-all.sh
+
 .PHONY: test
-test: venv system-deps lint ## the whole suite: lint, pytest (all), collection build
+test: venv system-deps lint ## the whole suite: lint, pytest (all), molecule, collection build
 	scripts/pytest.sh
+	scripts/molecule-all.sh
 	$(MAKE) --no-print-directory collection
 
 .PHONY: collection

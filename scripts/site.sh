@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run site.yml against an inventory, after checking what the controller needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+inventory="${1:-inventory/example}"
+shift || true
+if [ ! -d "$inventory" ] && [ ! -f "$inventory" ]; then
+  echo "site: no inventory at '$inventory'. Copy the example: cp -r inventory/example inventory/mylab, edit it," >&2
+  echo "      then run: make site INVENTORY=inventory/mylab" >&2
+  exit 2
+fi
+echo "site: stages in this collection:"
+missing=()
+for stage in provision prepare cluster ensemble; do
+  if [ -f "playbooks/$stage.yml" ]; then
+    echo "  - $stage: playbooks/$stage.yml"
+  else
+    echo "  - $stage: NOT YET PART OF THIS COLLECTION (site.yml stops before it)"
+    missing+=("$stage")
+  fi
+done
+ansible-playbook -i "$inventory" site.yml "$@"
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "site: done with the stages present; still missing: ${missing[*]}." >&2
+fi
