@@ -1,0 +1,238 @@
+"""Conversation memory stores: SQLite (default, survives restarts), PostgreSQL (by DSN), or this process.
+
+Each store keeps at most ``keep`` exchanges per session: appending prunes older ones in the same
+transaction, so storage stays bounded no matter how long a session runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict, deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+from gorkheavy.config import AppConfig
+from gorkheavy.core.types import Exchange
+
+
+class MemoryStoreError(Exception):
+    """The memory store cannot be used; the message says what to fix."""
+
+
+class Store(Protocol):
+    async def recent(self, session: str, limit: int) -> list[Exchange]: ...
+
+    async def append(self, session: str, exchange: Exchange, keep: int) -> None: ...
+
+    async def check(self) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+class ProcessStore:
+    """Memory in this process only (``memory.store: none``): nothing is written, a restart forgets."""
+
+    def __init__(self) -> None:
+        self._sessions: defaultdict[str, deque[Exchange]] = defaultdict(deque)
+
+    async def recent(self, session: str, limit: int) -> list[Exchange]:
+        items = self._sessions.get(session)
+        if not items or limit <= 0:
+            return []
+        return list(items)[-limit:]
+
+    async def append(self, session: str, exchange: Exchange, keep: int) -> None:
+        items = self._sessions[session]
+        items.append(exchange)
+        while len(items) > max(keep, 0):
+            items.popleft()
+        if not items:
+            del self._sessions[session]
+
+    async def check(self) -> str:
+        return "memory is kept in this process only (store: none)"
+
+    async def close(self) -> None:
+        self._sessions.clear()
+
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS exchanges (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL,
+    created REAL NOT NULL,
+    user_text TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    winner TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS exchanges_by_session ON exchanges (session, id);
+"""
+
+
+class SqliteStore:
+    """One aiosqlite connection (its own thread), WAL journal; writes are serialised by a lock."""
+
+    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
+        self._db = connection
+        self._path = path
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteStore:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = await aiosqlite.connect(path)
+        except (OSError, aiosqlite.Error) as exc:
+            raise MemoryStoreError(
+                f"cannot open the SQLite memory at {path} ({exc}); set memory.path to a writable file"
+            ) from None
+        try:
+            await connection.execute("PRAGMA journal_mode=WAL")
+            await connection.execute("PRAGMA synchronous=NORMAL")
+            await connection.execute("PRAGMA busy_timeout=5000")
+            await connection.executescript(_SQLITE_SCHEMA)
+            await connection.commit()
+        except aiosqlite.Error as exc:
+            await connection.close()
+            raise MemoryStoreError(f"cannot use the SQLite memory at {path} ({exc})") from None
+        return cls(connection, path)
+
+    async def recent(self, session: str, limit: int) -> list[Exchange]:
+        if limit <= 0:
+            return []
+        async with self._db.execute(
+            "SELECT user_text, answer, winner FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?",
+            (session, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [Exchange(str(r[0]), str(r[1]), str(r[2])) for r in reversed(list(rows))]
+
+    async def append(self, session: str, exchange: Exchange, keep: int) -> None:
+        async with self._lock:
+            await self._db.execute(
+                "INSERT INTO exchanges (session, created, user_text, answer, winner) VALUES (?, ?, ?, ?, ?)",
+                (session, time.time(), exchange.user, exchange.answer, exchange.winner),
+            )
+            await self._db.execute(
+                "DELETE FROM exchanges WHERE session = ? AND id NOT IN "
+                "(SELECT id FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?)",
+                (session, session, max(keep, 0)),
+            )
+            await self._db.commit()
+
+    async def check(self) -> str:
+        async with self._db.execute("SELECT count(*) FROM exchanges") as cursor:
+            row = await cursor.fetchone()
+        count = row[0] if row else 0
+        return f"SQLite memory at {self._path} ({count} stored exchanges)"
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS gorkheavy_exchanges (
+    id BIGSERIAL PRIMARY KEY,
+    session TEXT NOT NULL,
+    created TIMESTAMPTZ NOT NULL DEFAULT now(),
+    user_text TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    winner TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS gorkheavy_exchanges_by_session ON gorkheavy_exchanges (session, id);
+"""
+
+
+class PostgresStore:
+    """A small asyncpg pool; the table is created on first use."""
+
+    def __init__(self, pool: Any, where: str) -> None:
+        self._pool = pool
+        self._where = where
+
+    @classmethod
+    async def open(cls, dsn: str, *, max_size: int = 10, connect_s: float = 10.0) -> PostgresStore:
+        try:
+            import asyncpg  # noqa: PLC0415 - optional dependency, only needed for this store
+        except ImportError:
+            raise MemoryStoreError(
+                "memory.store is postgresql but asyncpg is not installed; "
+                "install the extra: pip install 'gorkheavy-lite[postgres]'"
+            ) from None
+        where = _redact(dsn)
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=connect_s)
+            async with pool.acquire() as connection:
+                await connection.execute("SELECT pg_advisory_lock(724105)")
+                try:
+                    await connection.execute(_PG_SCHEMA)
+                finally:
+                    await connection.execute("SELECT pg_advisory_unlock(724105)")
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise MemoryStoreError(
+                f"cannot use the PostgreSQL memory at {where} ({exc}); check memory.dsn"
+            ) from None
+        return cls(pool, where)
+
+    async def recent(self, session: str, limit: int) -> list[Exchange]:
+        if limit <= 0:
+            return []
+        rows = await self._pool.fetch(
+            "SELECT user_text, answer, winner FROM gorkheavy_exchanges WHERE session = $1 "
+            "ORDER BY id DESC LIMIT $2",
+            session,
+            limit,
+        )
+        return [Exchange(r["user_text"], r["answer"], r["winner"]) for r in reversed(rows)]
+
+    async def append(self, session: str, exchange: Exchange, keep: int) -> None:
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "INSERT INTO gorkheavy_exchanges (session, user_text, answer, winner) "
+                "VALUES ($1, $2, $3, $4)",
+                session,
+                exchange.user,
+                exchange.answer,
+                exchange.winner,
+            )
+            await connection.execute(
+                "DELETE FROM gorkheavy_exchanges WHERE session = $1 AND id NOT IN "
+                "(SELECT id FROM gorkheavy_exchanges WHERE session = $1 ORDER BY id DESC LIMIT $2)",
+                session,
+                max(keep, 0),
+            )
+
+    async def check(self) -> str:
+        count = await self._pool.fetchval("SELECT count(*) FROM gorkheavy_exchanges")
+        return f"PostgreSQL memory at {self._where} ({count} stored exchanges)"
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or "@" not in rest:
+        return dsn
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else dsn
+
+
+async def open_store(config: AppConfig, environ: Mapping[str, str]) -> Store:
+    """The store the configuration asks for, ready to use."""
+    if config.memory.store == "none":
+        return ProcessStore()
+    if config.memory.store == "postgresql":
+        dsn = config.memory_dsn(environ)
+        if not dsn:
+            raise MemoryStoreError(
+                "memory.store is postgresql but no DSN: set memory.dsn or $GORKHEAVY_MEMORY_DSN"
+            )
+        return await PostgresStore.open(dsn)
+    return await SqliteStore.open(config.sqlite_path(environ))

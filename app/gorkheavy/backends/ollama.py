@@ -1,0 +1,219 @@
+"""Ollama over HTTP: ``/api/chat`` with streaming and ``/api/tags``, on one pooled aiohttp session.
+
+One :class:`OllamaClient` (one ``aiohttp.ClientSession``) serves every backend of the roster for the life
+of the process. Calls stream NDJSON and assemble the reply; a line with an ``error`` key (an error after the
+response has started) ends the call with that error. Deadlines belong to the caller (the pipeline wraps each
+call in ``asyncio.timeout``); this module only bounds connecting.
+
+Why not the official ``ollama`` client: see app/README.md ("Ollama client"). Its response types are still
+used by the tests to check every body the stand-in sends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from gorkheavy import __version__
+from gorkheavy.core.roster import ModelSpec
+from gorkheavy.core.types import ChatMessage, ErrorCause, ModelCallError, ModelReply
+
+_CONNECTION_ERRORS = (
+    aiohttp.ClientConnectionError,  # refused, reset, server disconnected, connect timeout
+    aiohttp.ClientPayloadError,  # body cut short
+)
+
+
+def pull_hint(spec: ModelSpec) -> str:
+    return f"OLLAMA_HOST={spec.base_url} ollama pull {spec.model}"
+
+
+def model_present(model: str, available: Sequence[str]) -> bool:
+    """Whether ``model`` is among the names /api/tags listed (a tag without ':' means ':latest')."""
+    wanted = model if ":" in model else f"{model}:latest"
+    return any(name in (model, wanted) for name in available)
+
+
+def make_session(*, connect_timeout: float, max_connections: int = 0) -> aiohttp.ClientSession:
+    """The process's one pooled session (``max_connections`` 0 means bounded only by the caller)."""
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=30)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+        headers={"User-Agent": f"gorkheavy/{__version__}"},
+        raise_for_status=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TagsResult:
+    models: tuple[str, ...]
+
+
+class OllamaClient:
+    """Implements the pipeline's ModelCaller protocol against Ollama servers."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        max_line_bytes: int = 8 * 1024 * 1024,
+        on_text: Callable[[ModelSpec, str], None] | None = None,
+    ) -> None:
+        self._session = session
+        self._max_line = max_line_bytes
+        self._on_text = on_text
+
+    @staticmethod
+    def request_body(
+        spec: ModelSpec,
+        messages: Sequence[ChatMessage],
+        *,
+        keep_alive: str,
+        fmt: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": spec.model,
+            "messages": [m.as_dict() for m in messages],
+            "stream": True,
+            "keep_alive": keep_alive,
+        }
+        if spec.options:
+            body["options"] = dict(spec.options)
+        if fmt is not None:
+            body["format"] = fmt
+        if spec.think is not None:
+            body["think"] = spec.think
+        return body
+
+    async def chat(
+        self,
+        spec: ModelSpec,
+        messages: Sequence[ChatMessage],
+        *,
+        keep_alive: str,
+        fmt: dict[str, Any] | None = None,
+    ) -> ModelReply:
+        body = self.request_body(spec, messages, keep_alive=keep_alive, fmt=fmt)
+        url = f"{spec.base_url}/api/chat"
+        try:
+            async with self._session.post(url, json=body) as response:
+                if response.status != 200:
+                    raise await self._status_error(spec, response)
+                return await self._read_stream(spec, response)
+        except _CONNECTION_ERRORS as exc:
+            raise ModelCallError(
+                ErrorCause.CONNECTION, f"{spec.label}: connection failed ({_describe(exc)})"
+            ) from None
+
+    async def _status_error(self, spec: ModelSpec, response: aiohttp.ClientResponse) -> ModelCallError:
+        raw = await response.content.read(64 * 1024)
+        text = raw.decode("utf-8", "replace").strip()
+        try:
+            parsed = json.loads(text)
+            message = str(parsed.get("error", text)) if isinstance(parsed, dict) else text
+        except ValueError:
+            message = text
+        if response.status == 404:
+            return ModelCallError(
+                ErrorCause.MODEL_NOT_FOUND,
+                f"{spec.name}: model '{spec.model}' is not on {spec.base_url} ({message or 'not found'}); "
+                f"pull it with: {pull_hint(spec)}",
+                status=404,
+            )
+        return ModelCallError(
+            ErrorCause.HTTP_STATUS,
+            f"{spec.label}: HTTP {response.status}: {message or response.reason or 'no message'}",
+            status=response.status,
+        )
+
+    async def _lines(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        buffer = b""
+        async for chunk in response.content.iter_any():
+            buffer += chunk
+            while (cut := buffer.find(b"\n")) >= 0:
+                line, buffer = buffer[:cut], buffer[cut + 1 :]
+                if line.strip():
+                    yield line
+            if len(buffer) > self._max_line:
+                raise ValueError(f"a line longer than {self._max_line} bytes")
+        if buffer.strip():
+            yield buffer
+
+    async def _read_stream(self, spec: ModelSpec, response: aiohttp.ClientResponse) -> ModelReply:
+        parts: list[str] = []
+        try:
+            async for line in self._lines(response):
+                chunk = json.loads(line)
+                if not isinstance(chunk, dict):
+                    raise ValueError(f"expected a JSON object per line, got {type(chunk).__name__}")
+                if "error" in chunk:
+                    raise ModelCallError(
+                        ErrorCause.STREAM_ERROR, f"{spec.label}: error while generating: {chunk['error']}"
+                    )
+                message = chunk.get("message")
+                if isinstance(message, dict):
+                    content = message.get("content")
+                    if isinstance(content, str) and content:
+                        parts.append(content)
+                        if self._on_text is not None:
+                            self._on_text(spec, content)
+                elif message is not None:
+                    raise ValueError("'message' is not an object")
+                if chunk.get("done") is True:
+                    return ModelReply(
+                        text="".join(parts),
+                        done_reason=str(chunk.get("done_reason") or ""),
+                        eval_count=_int(chunk.get("eval_count")),
+                        total_duration_ns=_int(chunk.get("total_duration")),
+                    )
+        except ValueError as exc:
+            raise ModelCallError(
+                ErrorCause.MALFORMED, f"{spec.label}: unreadable reply ({_short(str(exc))})"
+            ) from None
+        raise ModelCallError(
+            ErrorCause.CONNECTION, f"{spec.label}: the reply ended before its final chunk (done: true)"
+        )
+
+    async def tags(self, base_url: str, limit_s: float) -> TagsResult:
+        """The models a server has (GET /api/tags); raises ModelCallError when it cannot say."""
+        url = f"{base_url}/api/tags"
+        try:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=limit_s)) as response:
+                if response.status != 200:
+                    raise ModelCallError(
+                        ErrorCause.HTTP_STATUS,
+                        f"{url}: HTTP {response.status}",
+                        status=response.status,
+                    )
+                data = await response.json(content_type=None)
+        except _CONNECTION_ERRORS as exc:
+            raise ModelCallError(ErrorCause.CONNECTION, f"{url}: {_describe(exc)}") from None
+        except TimeoutError:
+            raise ModelCallError(ErrorCause.TIMEOUT, f"{url}: no answer within {limit_s:g} s") from None
+        except ValueError as exc:
+            raise ModelCallError(ErrorCause.MALFORMED, f"{url}: not JSON ({_short(str(exc))})") from None
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, list):
+            raise ModelCallError(ErrorCause.MALFORMED, f"{url}: no 'models' list in the reply")
+        names = tuple(
+            str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict) and m.get("name")
+        )
+        return TagsResult(names)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return _short(text)

@@ -1,0 +1,321 @@
+"""The ensemble pipeline: promptimizer, experts, judge, memory.
+
+Scheduling (the critical path is ``max(promptimizer + optimized experts, raw experts) + judge``):
+
+* the promptimizer and every expert that takes the raw query start at the same moment;
+* an expert that takes the optimized query starts when the promptimizer returns, or with the raw query when
+  the promptimizer fails or times out;
+* the judge starts when every expert has answered, failed or timed out.
+
+Every model call has its stage's timeout (retries included); only connection errors are retried. An expert
+that fails is dropped and reported in the result; the request fails only when no expert produced an answer.
+
+The pipeline talks to models and memory through the two protocols below, so it has no HTTP or database code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol
+
+from gorkheavy.core import judge as judging
+from gorkheavy.core import prompts
+from gorkheavy.core.roster import ModelSpec, PipelineSettings
+from gorkheavy.core.types import (
+    AllExpertsFailedError,
+    Candidate,
+    ChatMessage,
+    EnsembleResult,
+    ErrorCause,
+    Exchange,
+    ModelCallError,
+    ModelReply,
+    StageEvent,
+    StageStatus,
+    Strategy,
+    VerdictSource,
+)
+
+EventSink = Callable[[StageEvent], None]
+
+
+class ModelCaller(Protocol):
+    """Sends one chat request to one model and returns its whole reply (raises ModelCallError)."""
+
+    async def chat(
+        self,
+        spec: ModelSpec,
+        messages: Sequence[ChatMessage],
+        *,
+        keep_alive: str,
+        fmt: dict[str, Any] | None = None,
+    ) -> ModelReply: ...
+
+
+class MemoryStore(Protocol):
+    """Conversation memory per session, bounded to the last ``keep`` exchanges."""
+
+    async def recent(self, session: str, limit: int) -> list[Exchange]: ...
+
+    async def append(self, session: str, exchange: Exchange, keep: int) -> None: ...
+
+
+class Pipeline:
+    """One ensemble request at a time per call of :meth:`run`; safe to share between concurrent requests."""
+
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        caller: ModelCaller,
+        memory: MemoryStore,
+        *,
+        listeners: Sequence[EventSink] = (),
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.settings = settings
+        self._caller = caller
+        self._memory = memory
+        self._listeners = tuple(listeners)
+        self._rng = rng or random.Random()
+        self._clock = clock
+
+    # -- model calls -----------------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        spec: ModelSpec,
+        messages: Sequence[ChatMessage],
+        limit_s: float,
+        fmt: dict[str, Any] | None = None,
+    ) -> ModelReply:
+        retries = self.settings.retries
+        try:
+            async with asyncio.timeout(limit_s):
+                attempt = 0
+                while True:
+                    try:
+                        return await self._caller.chat(
+                            spec, messages, keep_alive=self.settings.keep_alive, fmt=fmt
+                        )
+                    except ModelCallError as exc:
+                        if exc.cause is not ErrorCause.CONNECTION or attempt >= retries:
+                            raise
+                    await asyncio.sleep(self.settings.retry_backoff * (2**attempt))
+                    attempt += 1
+        except TimeoutError:
+            raise ModelCallError(
+                ErrorCause.TIMEOUT, f"{spec.label} did not answer within {limit_s:g} s"
+            ) from None
+
+    def _emit(self, sink: EventSink | None, event: StageEvent) -> None:
+        for listener in self._listeners:
+            listener(event)
+        if sink is not None:
+            sink(event)
+
+    async def _promptimize(
+        self, question: str, history: Sequence[Exchange], sink: EventSink | None
+    ) -> tuple[str, str, float]:
+        """(query to use, error or '', seconds); never raises a ModelCallError."""
+        spec = self.settings.roster.promptimizer
+        if spec is None:
+            return question, "", 0.0
+        self._emit(sink, StageEvent("promptimizer", spec.name, StageStatus.START))
+        start = self._clock()
+        try:
+            reply = await self._call(
+                spec, prompts.promptimizer_messages(question, history), self.settings.timeouts.promptimizer
+            )
+            rewritten = prompts.clean_rewrite(reply.text)
+            if not rewritten:
+                raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty rewrite")
+        except ModelCallError as exc:
+            seconds = self._clock() - start
+            self._emit(
+                sink,
+                StageEvent("promptimizer", spec.name, StageStatus.ERROR, seconds, exc.cause, exc.message),
+            )
+            return question, exc.message, seconds
+        seconds = self._clock() - start
+        self._emit(sink, StageEvent("promptimizer", spec.name, StageStatus.OK, seconds))
+        return rewritten, "", seconds
+
+    async def _expert(
+        self,
+        spec: ModelSpec,
+        query: str,
+        kind: Literal["optimized", "raw"],
+        history: Sequence[Exchange],
+        sink: EventSink | None,
+    ) -> Candidate:
+        self._emit(sink, StageEvent("expert", spec.name, StageStatus.START))
+        start = self._clock()
+        try:
+            reply = await self._call(
+                spec, prompts.expert_messages(query, history), self.settings.timeouts.expert
+            )
+            text = prompts.strip_thinking(reply.text)
+            if not text:
+                raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty answer")
+        except ModelCallError as exc:
+            seconds = self._clock() - start
+            self._emit(
+                sink, StageEvent("expert", spec.name, StageStatus.ERROR, seconds, exc.cause, exc.message)
+            )
+            return Candidate(spec.name, spec.model, kind, "", seconds, exc.message, exc.cause)
+        seconds = self._clock() - start
+        self._emit(sink, StageEvent("expert", spec.name, StageStatus.OK, seconds))
+        return Candidate(spec.name, spec.model, kind, text, seconds)
+
+    async def _optimized_expert(
+        self,
+        spec: ModelSpec,
+        rewrite: asyncio.Task[tuple[str, str, float]],
+        history: Sequence[Exchange],
+        sink: EventSink | None,
+    ) -> Candidate:
+        query, error, _ = await rewrite
+        return await self._expert(spec, query, "raw" if error else "optimized", history, sink)
+
+    # -- the request -----------------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        session: str,
+        question: str,
+        *,
+        history: Sequence[Exchange] | None = None,
+        strategy: Strategy | None = None,
+        remember: bool = True,
+        on_event: EventSink | None = None,
+    ) -> EnsembleResult:
+        """Answer ``question`` in ``session``.
+
+        ``history`` overrides the stored memory (stateless callers send their own); ``remember`` stores
+        the exchange afterwards. Raises AllExpertsFailedError when no expert produced an answer; the
+        session's memory is then left unchanged.
+        """
+        settings = self.settings
+        roster = settings.roster
+        strategy = strategy or settings.strategy
+        timings: dict[str, float] = {}
+        started = self._clock()
+
+        if history is None:
+            mark = self._clock()
+            past = await self._memory.recent(session, settings.memory_turns)
+            timings["memory_read"] = self._clock() - mark
+        else:
+            past = list(history)
+        past = past[-settings.memory_turns :] if settings.memory_turns > 0 else []
+
+        experts_started = self._clock()
+        async with asyncio.TaskGroup() as group:
+            rewrite = group.create_task(self._promptimize(question, past, on_event))
+            tasks = [
+                group.create_task(self._optimized_expert(spec, rewrite, past, on_event))
+                if spec.optimized_query and roster.promptimizer is not None
+                else group.create_task(self._expert(spec, question, "raw", past, on_event))
+                for spec in roster.experts
+            ]
+        optimized, promptimizer_error, promptimizer_seconds = rewrite.result()
+        candidates = tuple(task.result() for task in tasks)
+        timings["experts"] = self._clock() - experts_started
+        if roster.promptimizer is not None:
+            timings["promptimizer"] = promptimizer_seconds
+        for candidate in candidates:
+            timings[f"expert:{candidate.name}"] = candidate.seconds
+
+        usable = [c for c in candidates if c.ok]
+        if not usable:
+            raise AllExpertsFailedError(candidates)
+
+        answer, winner, source, judge_error, reason, labels = await self._decide(
+            strategy=strategy, question=question, past=past, usable=usable, timings=timings, sink=on_event
+        )
+
+        if remember:
+            mark = self._clock()
+            await self._memory.append(session, Exchange(question, answer, winner), settings.memory_turns)
+            timings["memory_write"] = self._clock() - mark
+        timings["total"] = self._clock() - started
+        return EnsembleResult(
+            session=session,
+            question=question,
+            answer=answer,
+            winner=winner,
+            strategy=strategy,
+            verdict_source=source,
+            candidates=candidates,
+            timings=timings,
+            optimized_query=optimized,
+            promptimizer_error=promptimizer_error,
+            judge_error=judge_error,
+            judge_reason=reason,
+            labels=labels,
+        )
+
+    async def _decide(
+        self,
+        *,
+        strategy: Strategy,
+        question: str,
+        past: Sequence[Exchange],
+        usable: Sequence[Candidate],
+        timings: dict[str, float],
+        sink: EventSink | None,
+    ) -> tuple[str, str, VerdictSource, str, str, dict[str, str]]:
+        """(answer, winner, source, judge error, judge reason, label -> expert name)."""
+        spec = self.settings.roster.judge
+        if len(usable) == 1:
+            only = usable[0]
+            self._emit(sink, StageEvent("judge", spec.name, StageStatus.SKIPPED, detail="one candidate left"))
+            return only.text, only.name, VerdictSource.SINGLE, "", "", {}
+
+        labelled = judging.assign_labels(usable, self._rng)
+        labels = {label: candidate.name for label, candidate in labelled}
+        texts = [(label, candidate.text) for label, candidate in labelled]
+        self._emit(sink, StageEvent("judge", spec.name, StageStatus.START))
+        start = self._clock()
+        error = ""
+        try:
+            if strategy is Strategy.SYNTHESIZE:
+                messages = prompts.judge_synthesize_messages(question, past, texts)
+                reply = await self._call(spec, messages, self.settings.timeouts.judge)
+                text = prompts.strip_thinking(reply.text)
+                if not text:
+                    raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty synthesis")
+                timings["judge"] = self._clock() - start
+                self._emit(sink, StageEvent("judge", spec.name, StageStatus.OK, timings["judge"]))
+                return text, spec.name, VerdictSource.SYNTHESIZED, "", "", labels
+            reply = await self._call(
+                spec,
+                prompts.judge_select_messages(question, past, texts),
+                self.settings.timeouts.judge,
+                fmt=prompts.verdict_schema(list(labels)),
+            )
+            verdict = judging.parse_verdict(reply.text, list(labels))
+            if verdict is None:
+                raise ModelCallError(
+                    ErrorCause.MALFORMED,
+                    f"{spec.label} gave no usable verdict: {reply.text[:200]!r}",
+                )
+        except ModelCallError as exc:
+            error = exc.message
+            timings["judge"] = self._clock() - start
+            failed = StageEvent(
+                "judge", spec.name, StageStatus.ERROR, timings["judge"], exc.cause, exc.message
+            )
+            self._emit(sink, failed)
+        else:
+            timings["judge"] = self._clock() - start
+            self._emit(sink, StageEvent("judge", spec.name, StageStatus.OK, timings["judge"]))
+            chosen = next(c for label, c in labelled if label == verdict.label)
+            return chosen.text, chosen.name, verdict.source, "", verdict.reason, labels
+
+        fallback = judging.fallback_choice(usable)
+        return fallback.text, fallback.name, VerdictSource.FALLBACK, error, "", labels

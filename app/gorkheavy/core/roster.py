@@ -1,0 +1,57 @@
+"""The validated shape of the ensemble as the pipeline needs it (config.py builds it from YAML)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gorkheavy.core.types import Strategy
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model of the roster: who it is, where it is served and how to call it."""
+
+    name: str
+    model: str
+    base_url: str
+    optimized_query: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+    think: bool | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.model} at {self.base_url})"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds each stage may take (a stage's retries included)."""
+
+    promptimizer: float = 60.0
+    expert: float = 180.0
+    judge: float = 120.0
+    connect: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    promptimizer: ModelSpec | None
+    experts: tuple[ModelSpec, ...]
+    judge: ModelSpec
+
+    def all_models(self) -> tuple[ModelSpec, ...]:
+        models = (self.promptimizer,) if self.promptimizer else ()
+        return (*models, *self.experts, self.judge)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    roster: Roster
+    strategy: Strategy = Strategy.SELECT
+    memory_turns: int = 5
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retries: int = 2
+    retry_backoff: float = 0.2
+    keep_alive: str = "30m"
