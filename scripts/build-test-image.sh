@@ -65,10 +65,13 @@ deb $MIRROR $SUITE-updates main
 deb http://security.debian.org/debian-security $SUITE-security main
 EOF
 cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
-chroot "$rootfs" apt-get -qq update
+apt_in() { chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o Dpkg::Options::=--force-confold "$@"; }
+apt_in update >>"$work/apt.log" 2>&1 || die "apt-get update failed: $(tail -n 5 "$work/apt.log")"
 # Bring the installed packages to the current point release so the cached ones resolve against them.
-chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o Dpkg::Options::=--force-confold dist-upgrade >/dev/null
-chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive apt-get -qq -y --download-only install "${CACHED_PACKAGES[@]}" >/dev/null
+apt_in dist-upgrade >>"$work/apt.log" 2>&1 || die "apt-get dist-upgrade failed: $(tail -n 5 "$work/apt.log")"
+apt_in clean
+apt_in --download-only install "${CACHED_PACKAGES[@]}" >>"$work/apt.log" 2>&1 ||
+  die "caching ${CACHED_PACKAGES[*]} failed: $(tail -n 5 "$work/apt.log")"
 ls "$rootfs"/var/cache/apt/archives/chrony_*.deb >/dev/null || die "chrony was not cached"
 
 echo "build-test-image: configuring the root filesystem"
@@ -93,6 +96,14 @@ chroot "$rootfs" systemctl enable ssh-host-keys.service ssh.service >/dev/null 2
 for unit in getty@tty1.service console-getty.service systemd-remount-fs.service apt-daily.timer apt-daily-upgrade.timer; do
   chroot "$rootfs" systemctl mask "$unit" >/dev/null 2>&1
 done
+# A test host never holds CAP_SYS_TIME (see tests/hosts/README.md), and systemd skips time daemons inside
+# containers. Let them start anyway so their configuration and unit state can be tested; they cannot set the
+# clock without the capability, and the containers reach no NTP server.
+for unit in systemd-timesyncd chrony; do
+  mkdir -p "$rootfs/etc/systemd/system/$unit.service.d"
+  printf '%s\n' '# Test host only: an empty condition resets all conditions of the unit.' '[Unit]' 'ConditionVirtualization=' \
+    >"$rootfs/etc/systemd/system/$unit.service.d/10-testhost.conf"
+done
 echo "gorkheavy-testhost" >"$rootfs/etc/hostname"
 : >"$rootfs/etc/resolv.conf"
 # Keep downloaded packages: the cache is what makes offline installs work.
@@ -100,9 +111,14 @@ rm -f "$rootfs/etc/apt/apt.conf.d/docker-clean"
 echo 'APT::Keep-Downloaded-Packages "true";' >"$rootfs/etc/apt/apt.conf.d/01keep-debs"
 
 echo "build-test-image: importing as $IMAGE"
+previous="$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
 tar -C "$rootfs" --numeric-owner -c . | podman import \
   --change 'CMD ["/sbin/init"]' \
   --change 'STOPSIGNAL SIGRTMIN+3' \
   --change "LABEL gorkheavy.recipe=$recipe_hash" \
-  - "$IMAGE" >/dev/null
+  --quiet - "$IMAGE" >/dev/null
+# The image this one replaces is no longer tagged; remove it unless a container still uses it.
+if [ -n "$previous" ] && [ "$(podman image inspect --format '{{.Id}}' "$IMAGE")" != "$previous" ]; then
+  podman image rm "$previous" >/dev/null 2>&1 || true
+fi
 echo "build-test-image: built $IMAGE (recipe $recipe_hash) in $((SECONDS - started))s"
