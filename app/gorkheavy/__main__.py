@@ -1,0 +1,7 @@
+"""``python -m gorkheavy`` runs the ``gorkheavy`` command."""
+
+import sys
+
+from gorkheavy.cli import main
+
+sys.exit(main())

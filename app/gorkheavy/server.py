@@ -1,0 +1,520 @@
+"""The HTTP API (``gorkheavy serve``), on aiohttp.
+
+Endpoints::
+
+    POST /v1/chat               {"session", "message", "strategy"?, "stream"?}
+                                -> answer, winner, candidates, per-stage timings (JSON), or
+                                Server-Sent Events with "stream": true or Accept: text/event-stream
+    POST /v1/chat/completions   OpenAI-compatible, streaming and not
+    GET  /v1/models             OpenAI-compatible model list
+    GET  /healthz               liveness: the process answers
+    GET  /readyz                readiness: every backend reachable with its model present, memory usable
+    GET  /metrics               Prometheus text format
+
+Ensemble requests take a slot (``server.max_in_flight``); when all are busy up to ``server.max_queue`` wait,
+and beyond that the answer is 503 with ``Retry-After``. On SIGTERM the server stops reporting ready, waits
+``server.drain_seconds``, stops accepting, and lets in-flight requests finish for up to
+``server.shutdown_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gorkheavy import api
+from gorkheavy.backends.memory import MemoryStoreError
+from gorkheavy.config import AppConfig
+from gorkheavy.core.types import AllExpertsFailedError, EnsembleResult, StageEvent
+from gorkheavy.metrics import Metrics
+from gorkheavy.runtime import BackendCheck, Runtime, check_backends, open_runtime
+
+log = logging.getLogger("gorkheavy.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Overloaded(Exception):
+    pass
+
+
+class Admission:
+    """At most ``limit`` requests run; at most ``queue`` more wait; the rest are refused at once."""
+
+    def __init__(self, limit: int, queue: int, metrics: Metrics) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._queue = queue
+        self._waiting = 0
+        self._metrics = metrics
+        self.in_flight = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._slots.locked():
+            if self._waiting >= self._queue:
+                self._metrics.rejected.inc()
+                raise Overloaded
+            self._waiting += 1
+            self._metrics.waiting.inc()
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting -= 1
+                self._metrics.waiting.dec()
+        else:
+            await self._slots.acquire()
+        self.in_flight += 1
+        self._metrics.in_flight.inc()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self._metrics.in_flight.dec()
+            self._slots.release()
+
+
+@dataclass
+class ServerState:
+    config: AppConfig
+    environ: Mapping[str, str]
+    metrics: Metrics
+    admission: Admission
+    token: bytes | None
+    runtime: Runtime | None = None
+    draining: bool = False
+    started: int = field(default_factory=lambda: int(time.time()))
+    typical_seconds: float = 1.0
+    _ready_at: float = 0.0
+    _ready: tuple[bool, dict[str, Any]] | None = None
+    _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def pipeline_runtime(self) -> Runtime:
+        if self.runtime is None:
+            raise api.ApiError(503, "the server is starting", kind="server_error")
+        return self.runtime
+
+    def note_duration(self, seconds: float) -> None:
+        self.typical_seconds = 0.9 * self.typical_seconds + 0.1 * seconds
+
+    def retry_after(self) -> str:
+        return str(max(1, math.ceil(self.typical_seconds)))
+
+
+STATE = web.AppKey("gorkheavy_state", ServerState)
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(data, ensure_ascii=False).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(exc: api.ApiError, headers: Mapping[str, str] | None = None) -> web.Response:
+    return _json(exc.body(), exc.status, headers)
+
+
+async def _read_json(request: web.Request) -> object:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[STATE].config.server.max_body_bytes
+        raise api.ApiError(413, f"the body is larger than {limit} bytes; send a shorter message") from None
+    if not raw.strip():
+        raise api.ApiError(400, "the body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise api.ApiError(400, "the body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise api.ApiError(
+            400, f"the body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+
+
+def _endpoint(request: web.Request) -> str:
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[STATE]
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except api.ApiError as exc:
+        status = exc.status
+        return _error(exc)
+    except Overloaded:
+        status = 503
+        return _error(
+            api.ApiError(
+                503, "the server is at capacity; retry later", kind="overloaded_error", code="overloaded"
+            ),
+            {"Retry-After": state.retry_after()},
+        )
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise
+        message = exc.reason if exc.status != 405 else f"{request.method} is not allowed on {request.path}"
+        return _error(api.ApiError(exc.status, message), exc.headers)
+    except asyncio.CancelledError:
+        status = 499
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _error(
+            api.ApiError(500, "internal error; see the server log", kind="server_error", code="internal")
+        )
+    finally:
+        state.metrics.requests.labels(_endpoint(request), str(status)).inc()
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[STATE].token
+    if token is not None and request.path.startswith("/v1/"):
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+            raise api.ApiError(
+                401,
+                "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
+                kind="authentication_error",
+                code="invalid_api_key",
+            )
+    return await handler(request)
+
+
+def _failure_error(exc: AllExpertsFailedError) -> api.ApiError:
+    return api.ApiError(502, str(exc), kind="upstream_error", code="all_experts_failed")
+
+
+async def _run(
+    state: ServerState, request_run: Callable[[Runtime], Awaitable[EnsembleResult]]
+) -> EnsembleResult:
+    runtime = state.pipeline_runtime()
+    try:
+        result = await request_run(runtime)
+    except AllExpertsFailedError:
+        state.metrics.failures.inc()
+        raise
+    except MemoryStoreError as exc:
+        raise api.ApiError(503, f"conversation memory failed: {exc}", kind="server_error") from None
+    state.metrics.on_result(result)
+    state.note_duration(result.timings.get("total", 0.0))
+    return result
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    body = api.parse_chat(await _read_json(request), max_chars=state.config.server.max_message_chars)
+    wants_events = body.stream or "text/event-stream" in request.headers.get("Accept", "")
+    async with state.admission.slot():
+        if wants_events:
+            return await _chat_events(request, state, body)
+        try:
+            result = await _run(
+                state, lambda rt: rt.pipeline.run(body.session, body.message, strategy=body.strategy)
+            )
+        except AllExpertsFailedError as exc:
+            payload = _failure_error(exc).body()
+            payload["candidates"] = [c.as_dict() for c in exc.candidates]
+            return _json(payload, 502)
+        return _json(result.as_dict())
+
+
+class _EventStream:
+    """Server-Sent Events over one response; a vanished client ends the request's work."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+        self.response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+
+    async def open(self) -> None:
+        await self.response.prepare(self._request)
+
+    async def send(self, data: str, event: str | None = None) -> None:
+        head = f"event: {event}\n" if event else ""
+        await self.response.write(f"{head}data: {data}\n\n".encode())
+
+    async def comment(self, text: str) -> None:
+        await self.response.write(f": {text}\n\n".encode())
+
+
+async def _pump(
+    state: ServerState,
+    run: Callable[[Runtime, Callable[[StageEvent], None]], Awaitable[EnsembleResult]],
+    on_stage: Callable[[StageEvent], Awaitable[None]],
+) -> EnsembleResult:
+    """Run the pipeline while forwarding its stage events; returns its result or raises its error."""
+    queue: asyncio.Queue[StageEvent | None] = asyncio.Queue()
+
+    async def produce() -> EnsembleResult:
+        try:
+            return await _run(state, lambda rt: run(rt, queue.put_nowait))
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.create_task(produce())
+    try:
+        while (event := await queue.get()) is not None:
+            await on_stage(event)
+        return await task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def _chat_events(request: web.Request, state: ServerState, body: api.ChatBody) -> web.StreamResponse:
+    stream = _EventStream(request)
+    await stream.open()
+
+    async def stage(event: StageEvent) -> None:
+        await stream.send(json.dumps(event.as_dict()), "stage")
+
+    try:
+        result = await _pump(
+            state,
+            lambda rt, sink: rt.pipeline.run(
+                body.session, body.message, strategy=body.strategy, on_event=sink
+            ),
+            stage,
+        )
+    except AllExpertsFailedError as exc:
+        payload = _failure_error(exc).body()
+        payload["candidates"] = [c.as_dict() for c in exc.candidates]
+        await stream.send(json.dumps(payload), "error")
+    except api.ApiError as exc:
+        await stream.send(json.dumps(exc.body()), "error")
+    else:
+        await stream.send(json.dumps(result.as_dict(), ensure_ascii=False), "result")
+    await stream.response.write_eof()
+    return stream.response
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    server = state.config.server
+    parsed = api.parse_completion(
+        await _read_json(request),
+        base_model=server.model_id,
+        max_chars=server.max_message_chars,
+        max_messages=server.max_messages,
+        turns=state.config.pipeline.memory_turns,
+    )
+    ident = api.completion_id()
+    async with state.admission.slot():
+        if parsed.stream:
+            return await _completion_events(request, state, parsed, ident)
+        try:
+            result = await _run(
+                state,
+                lambda rt: rt.pipeline.run(
+                    "openai",
+                    parsed.question,
+                    history=parsed.history,
+                    strategy=parsed.strategy,
+                    remember=False,
+                ),
+            )
+        except AllExpertsFailedError as exc:
+            raise _failure_error(exc) from None
+        return _json(api.completion_body(result, parsed.model, ident))
+
+
+async def _completion_events(
+    request: web.Request, state: ServerState, parsed: api.CompletionRequest, ident: str
+) -> web.StreamResponse:
+    stream = _EventStream(request)
+    await stream.open()
+    await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {"role": "assistant", "content": ""})))
+
+    async def stage(event: StageEvent) -> None:
+        await stream.comment(f"{event.stage} {event.name} {event.status.value}")
+
+    try:
+        result = await _pump(
+            state,
+            lambda rt, sink: rt.pipeline.run(
+                "openai",
+                parsed.question,
+                history=parsed.history,
+                strategy=parsed.strategy,
+                remember=False,
+                on_event=sink,
+            ),
+            stage,
+        )
+    except AllExpertsFailedError as exc:
+        await stream.send(json.dumps(_failure_error(exc).body()))
+    except api.ApiError as exc:
+        await stream.send(json.dumps(exc.body()))
+    else:
+        await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {"content": result.answer})))
+        await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {}, "stop")))
+        if parsed.include_usage:
+            usage = api.usage_of(result)
+            await stream.send(
+                json.dumps(api.chunk_body(ident, parsed.model, {}, usage=usage, empty_choices=True))
+            )
+    await stream.send("[DONE]")
+    await stream.response.write_eof()
+    return stream.response
+
+
+async def models(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    return _json(api.models_body(state.config.server.model_id, state.started))
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return _json({"status": "ok"})
+
+
+async def _readiness(state: ServerState) -> tuple[bool, dict[str, Any]]:
+    runtime = state.pipeline_runtime()
+    checks: list[BackendCheck] = await check_backends(runtime.client, state.config, limit_s=2.0)
+    memory: dict[str, Any]
+    try:
+        memory = {"ok": True, "detail": await runtime.store.check()}
+    except Exception as exc:  # any store failure makes the pod unready
+        memory = {"ok": False, "detail": f"memory store failed: {exc}"}
+    ok = all(c.ok for c in checks) and bool(memory["ok"])
+    return ok, {"ready": ok, "backends": [c.as_dict() for c in checks], "memory": memory}
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    if state.draining:
+        return _json({"ready": False, "reason": "draining: the server is shutting down"}, 503)
+    async with state._ready_lock:
+        now = time.monotonic()
+        if state._ready is None or now - state._ready_at > 2.0:
+            state._ready = await _readiness(state)
+            state._ready_at = time.monotonic()
+        ok, payload = state._ready
+    return _json(payload, 200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    return web.Response(body=state.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+def create_app(config: AppConfig, environ: Mapping[str, str]) -> web.Application:
+    server = config.server
+    app_metrics = Metrics()
+    token = environ.get(server.token_env, "").strip()
+    state = ServerState(
+        config=config,
+        environ=environ,
+        metrics=app_metrics,
+        admission=Admission(server.max_in_flight, server.max_queue, app_metrics),
+        token=token.encode() if token else None,
+    )
+    app = web.Application(client_max_size=server.max_body_bytes, middlewares=[_errors, _auth])
+    app[STATE] = state
+
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_runtime(config, environ, listeners=[app_metrics.on_event]) as runtime:
+            state.runtime = runtime
+            yield
+            state.runtime = None
+
+    app.cleanup_ctx.append(runtime_ctx)
+    app.router.add_post("/v1/chat", chat)
+    app.router.add_post("/v1/chat/completions", completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(
+    config: AppConfig,
+    environ: Mapping[str, str],
+    *,
+    host: str | None = None,
+    port: int | None = None,
+) -> int:
+    """Run until SIGTERM or SIGINT, then drain. Returns the process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = config.server
+    app = create_app(config, environ)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=server.shutdown_timeout, access_log=None
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host or server.host, server.port if port is None else port, backlog=2048)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        where = f"{host or server.host}:{server.port if port is None else port}"
+        sys.stderr.write(f"Error: cannot listen on {where}: {exc.strerror}\n")
+        return 1
+    addresses = _addresses(site)
+    log.info("gorkheavy serving on %s (config %s)", ", ".join(addresses), config.source)
+    if app[STATE].token is not None:
+        log.info("a bearer token is required on /v1/*")
+    sys.stderr.flush()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    state = app[STATE]
+    state.draining = True
+    log.info(
+        "stopping: not ready any more, %d request(s) in flight, draining for up to %gs",
+        state.admission.in_flight,
+        server.drain_seconds + server.shutdown_timeout,
+    )
+    if server.drain_seconds:
+        await asyncio.sleep(server.drain_seconds)
+    await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+def _addresses(site: web.TCPSite) -> list[str]:
+    listener = site._server  # the listening asyncio.Server
+    sockets = getattr(listener, "sockets", None) or []
+    out = []
+    for sock in sockets:
+        name = sock.getsockname()
+        out.append(f"http://{name[0]}:{name[1]}")
+    return out
