@@ -1,0 +1,48 @@
+"""Run the Proxmox VE stand-in as a process: ``python -m tests.standins.proxmox --help``."""
+
+from __future__ import annotations
+
+import argparse
+
+from tests.standins.proxmox.backend import SimulatedBackend
+from tests.standins.proxmox.standin import ProxmoxStandin
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.standins.proxmox", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8006)
+    parser.add_argument("--nodes", default="pve1,pve2,pve3", help="comma-separated node names")
+    parser.add_argument("--token", action="append", default=[], help="'user@realm!name=SECRET' (repeatable)")
+    parser.add_argument("--user", action="append", default=[], help="'user@realm=PASSWORD' for ticket login")
+    parser.add_argument("--state", help="JSON file that keeps the state across restarts")
+    parser.add_argument("--ca-out", help="write the CA certificate (PEM) here")
+    parser.add_argument("--task-duration", action="append", default=[], help="'type=seconds', e.g. qmclone=0.3")
+    parser.add_argument("--agent-delay", type=float, default=0.5, help="seconds until a started VM's agent answers")
+    args = parser.parse_args(argv)
+
+    durations = {}
+    for item in args.task_duration:
+        name, _, seconds = item.partition("=")
+        durations[name] = float(seconds)
+    standin = ProxmoxStandin(
+        nodes=[n for n in args.nodes.split(",") if n],
+        state_file=args.state,
+        task_durations=durations,
+        backend=SimulatedBackend(agent_delay=args.agent_delay),
+        unauthorized_delay=0.0,
+    )
+    for token in args.token:
+        tokenid, _, secret = token.partition("=")
+        standin.add_token(tokenid, secret)
+    for user in args.user:
+        userid, _, password = user.partition("=")
+        standin.add_user(userid, password)
+    try:
+        standin.serve_forever(args.host, args.port, ca_out=args.ca_out)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

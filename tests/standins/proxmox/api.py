@@ -1,0 +1,1399 @@
+"""The semantics of the endpoints the provision role uses, on top of the schema-driven request layer."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tests.standins.proxmox import validation
+from tests.standins.proxmox.state import (
+    GIB,
+    ApiError,
+    Cluster,
+    Task,
+    TaskFailed,
+    VmState,
+    Volume,
+    config_digest,
+    param_error,
+    perm_error,
+)
+
+if TYPE_CHECKING:
+    from tests.standins.proxmox.standin import ProxmoxStandin
+
+PVE_VERSION = "9.1.1"
+PVE_RELEASE = "9.1"
+PVE_REPOID = "42db4a6cf5a1b0c2"
+KERNEL = "6.17.2-1-pve"
+
+DRIVE_BUSES = ("ide", "sata", "scsi", "virtio", "efidisk", "tpmstate")
+DRIVE_KEY_RE = re.compile(r"^(ide|sata|scsi|virtio)(\d+)$|^(efidisk0|tpmstate0)$")
+NEW_DISK_RE = re.compile(r"^(([^/:\s]+):)?(\d+(\.\d+)?)$")
+CLOUDINIT_KEYS = {"ciuser", "cipassword", "citype", "ciupgrade", "cicustom", "nameserver", "searchdomain", "sshkeys"}
+# options a running VM takes at once; everything else becomes pending until the next start
+HOTPLUG_OPTIONS = {"name", "description", "onboot", "tags", "protection", "startup", "lock", "hookscript", "cpulimit"}
+
+
+@dataclass
+class Faults:
+    """Injected failures for tests. Each entry is consumed by the first matching operation."""
+
+    fail_task: dict[str, list[str]] = field(default_factory=dict)  # task type -> messages
+    lock_timeouts: dict[int, int] = field(default_factory=dict)  # vmid -> how many lock attempts fail
+    agent_errors: dict[int, list[str]] = field(default_factory=dict)  # vmid -> messages
+
+    def fail_next_task(self, task_type: str, message: str) -> None:
+        self.fail_task.setdefault(task_type, []).append(message)
+
+    def lock_timeout_once(self, vmid: int, times: int = 1) -> None:
+        self.lock_timeouts[vmid] = self.lock_timeouts.get(vmid, 0) + times
+
+    def take_task_failure(self, task_type: str) -> str | None:
+        queue = self.fail_task.get(task_type)
+        return queue.pop(0) if queue else None
+
+    def take_lock_timeout(self, vmid: int) -> bool:
+        remaining = self.lock_timeouts.get(vmid, 0)
+        if remaining > 0:
+            self.lock_timeouts[vmid] = remaining - 1
+            return True
+        return False
+
+
+def lock_message(vmid: int) -> str:
+    return f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # schema path
+    params: dict[str, str]
+    authid: str  # user@realm or user@realm!token
+
+
+Handler = Callable[["ProxmoxApi", Request], Any]
+HANDLERS: dict[tuple[str, str], Handler] = {}
+
+
+def route(method: str, path: str) -> Callable[[Handler], Handler]:
+    def register(func: Handler) -> Handler:
+        HANDLERS[(method, path)] = func
+        return func
+
+    return register
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None:
+        return default
+    return value in ("1", "True", "true")
+
+
+class ProxmoxApi:
+    """Endpoint semantics. Every method runs with the cluster lock held."""
+
+    def __init__(self, standin: ProxmoxStandin) -> None:
+        self.standin = standin
+        self.cluster: Cluster = standin.cluster
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def check(self, authid: str, path: str, privs: list[str], any_: bool = False) -> None:
+        self.standin.auth.check(authid, path, privs, any_=any_)
+
+    def vm(self, req: Request) -> VmState:
+        vmid = int(req.params["vmid"])
+        vm = self.cluster.vms.get(vmid)
+        node = req.params["node"]
+        if vm is None or vm.node != node:
+            raise ApiError(500, f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist")
+        return vm
+
+    def duration(self, task_type: str) -> float:
+        return self.standin.task_durations.get(task_type, self.standin.task_durations.get("default", 0.05))
+
+    def task(
+        self,
+        req: Request,
+        task_type: str,
+        task_id: str,
+        work: Callable[[Task], None] | None,
+        locks: tuple[int, ...] = (),
+        lock_timeout_is_task_error: bool = True,
+    ) -> str:
+        node = req.params["node"]
+        failure = self.standin.faults.take_task_failure(task_type)
+        for vmid in locks:
+            if self._lock_busy(vmid):
+                if not lock_timeout_is_task_error:
+                    raise ApiError(500, lock_message(vmid))
+                failure = lock_message(vmid)
+                break
+        task = self.cluster.start_task(
+            node,
+            task_type,
+            task_id,
+            req.authid,
+            self.duration(task_type) if failure is None else self.standin.lock_wait,
+            work,
+            locks=() if failure else locks,
+            fail_now=failure,
+        )
+        return task.upid
+
+    def _lock_busy(self, vmid: int) -> bool:
+        return self.standin.faults.take_lock_timeout(vmid) or self.cluster.locked_by_task(vmid) is not None
+
+    def sync_lock(self, vmid: int) -> None:
+        if self._lock_busy(vmid):
+            raise ApiError(500, lock_message(vmid))
+
+    @staticmethod
+    def check_config_lock(vm: VmState, skiplock: bool = False) -> None:
+        if not skiplock and vm.config.get("lock"):
+            raise ApiError(500, f"VM {vm.vmid} is locked ({vm.config['lock']})")
+
+    def vm_running(self, vm: VmState) -> bool:
+        return self.standin.backend.status(vm.node, vm.vmid) == "running"
+
+    def drive_fmt(self, key: str) -> Mapping[str, Any]:
+        fmt = self.standin.schema.property_format(key)
+        assert fmt is not None
+        return fmt
+
+    def parse_drive(self, key: str, value: str) -> dict[str, str]:
+        return validation.parse_property_string(self.drive_fmt(key), value)
+
+    def print_drive(self, key: str, drive: Mapping[str, str]) -> str:
+        return validation.print_property_string(self.drive_fmt(key), drive)
+
+    def storage_for(self, storage: str, node: str) -> Any:
+        scfg = self.cluster.storage_on_node(storage, node)
+        if scfg is None:
+            raise ApiError(500, f"storage '{storage}' does not exist")
+        if not scfg.enabled:
+            raise ApiError(500, f"storage '{storage}' is disabled")
+        return scfg
+
+    def next_disk_name(self, storage: str, vmid: int, node: str, prefix: str = "vm") -> str:
+        scfg = self.cluster.storages[storage]
+        index = 0
+        while True:
+            name = f"{prefix}-{vmid}-disk-{index}"
+            taken = any(
+                volid.split(":", 1)[0] == storage and re.search(rf"(^|[:/]){prefix}-{vmid}-disk-{index}\b", volid)
+                for (_n, volid) in self.cluster.volumes
+            )
+            if not taken:
+                break
+            index += 1
+        if scfg.file_based:
+            return f"{storage}:{vmid}/{name}.{scfg.default_format}"
+        return f"{storage}:{name}"
+
+    def volume_size(self, volid: str, node: str) -> int:
+        volume = self.cluster.find_volume(volid, node)
+        if volume is None:
+            raise ApiError(500, f"volume '{volid}' does not exist")
+        return volume.size
+
+    # -- drives in create / config updates ------------------------------------------------------------
+
+    def check_drives(self, req: Request, vmid: int, params: dict[str, str]) -> None:
+        """The synchronous checks of drive options (create and config update)."""
+        node = req.params["node"]
+        errors: dict[str, str] = {}
+        for key in sorted(params):
+            if not DRIVE_KEY_RE.match(key):
+                continue
+            drive = self.parse_drive(key, params[key])
+            file = drive.get("file", "")
+            new_disk = NEW_DISK_RE.match(file)
+            if drive.get("import-from"):
+                if not new_disk or float(new_disk.group(3)) != 0:
+                    errors[key] = "'import-from' requires special syntax - use <storage ID>:0,import-from=<source>"
+                    continue
+                source = drive["import-from"]
+                if source.startswith("/"):
+                    if req.authid != "root@pam":
+                        raise ApiError(500, "Only root can pass arbitrary filesystem paths.")
+                else:
+                    src_storage, src_name = validation.parse_volume_id(source)
+                    self.storage_for(src_storage, node)
+                    src_volume = self.cluster.find_volume(source, node)
+                    if src_volume is None:
+                        raise ApiError(500, f"volume '{source}' does not exist")
+                    if src_volume.content not in ("images", "import"):
+                        errors[key] = f"{source} has wrong type '{src_volume.content}' - needs to be 'images' or 'import'"
+                        continue
+                    self.check(req.authid, f"/storage/{src_storage}", ["Datastore.Audit"])
+            if file in ("none", "cdrom", "cloudinit") or file.startswith("/"):
+                continue
+            storage, volname = validation.parse_volume_id(file) if ":" in file else ("", file)
+            if volname == "cloudinit":
+                self.storage_for(storage, node)
+                self.check(req.authid, f"/storage/{storage}", ["Datastore.AllocateSpace"])
+                continue
+            if new_disk and drive.get("media") != "cdrom":
+                self.check(req.authid, f"/storage/{storage}", ["Datastore.AllocateSpace"])
+                scfg = self.storage_for(storage, node)
+                if "images" not in scfg.content:
+                    errors["storage"] = f"storage '{storage}' does not support vm images"
+                continue
+            scfg = self.storage_for(storage, node)
+            volume = self.cluster.find_volume(file, node)
+            if volume is None:
+                raise ApiError(500, f"volume '{file}' does not exist")
+            if volume.content == "iso" and drive.get("media") != "cdrom":
+                errors[key] = "explicit 'media=cdrom' is required for iso images"
+        if errors:
+            raise param_error(errors)
+
+    def apply_drive(self, node: str, vmid: int, key: str, value: str, template: bool = False) -> str:
+        """Allocate/import what a drive value asks for; return the drive string stored in the config."""
+        drive = self.parse_drive(key, value)
+        file = drive.get("file", "")
+        storage, _, volname = file.partition(":")
+        if volname == "cloudinit":
+            volid = f"{storage}:vm-{vmid}-cloudinit"
+            scfg = self.cluster.storages[storage]
+            if scfg.file_based:
+                volid = f"{storage}:{vmid}/vm-{vmid}-cloudinit.qcow2"
+            if self.cluster.find_volume(volid, node) is None:
+                self.cluster.add_volume(
+                    Volume(volid, node, 4 * 1024 * 1024, scfg.default_format, "images", vmid=vmid)
+                )
+            drive["file"] = volid
+            drive["media"] = "cdrom"
+            return self.print_drive(key, drive)
+        new_disk = NEW_DISK_RE.match(file)
+        if new_disk and drive.get("media") != "cdrom":
+            storage = new_disk.group(2)
+            size = int(float(new_disk.group(3)) * GIB)
+            source = drive.pop("import-from", None)
+            if source is not None:
+                size = self.volume_size(source, node) if not source.startswith("/") else 2 * GIB
+                source_volume = self.cluster.find_volume(source, node)
+                if source_volume is not None and source_volume.content == "import":
+                    size = self.standin.imported_size(source_volume)
+            volid = self.next_disk_name(storage, vmid, node, "base" if template else "vm")
+            scfg = self.cluster.storages[storage]
+            self.cluster.add_volume(Volume(volid, node, size, drive.get("format") or scfg.default_format, "images", vmid=vmid))
+            drive["file"] = volid
+            drive.pop("format", None)
+            drive["size"] = validation.format_size(size)
+            return self.print_drive(key, drive)
+        if file not in ("none", "cdrom") and not file.startswith("/") and ":" in file:
+            volume = self.cluster.find_volume(file, node)
+            if volume is not None and "size" not in drive and drive.get("media") != "cdrom":
+                drive["size"] = validation.format_size(volume.size)
+                return self.print_drive(key, drive)
+        return value
+
+    def check_modify_perms(self, authid: str, vmid: int, keys: list[str]) -> None:
+        for key in keys:
+            if key in CLOUDINIT_KEYS or key.startswith("ipconfig"):
+                priv = "VM.Config.Cloudinit"
+            elif DRIVE_KEY_RE.match(key) or key.startswith("unused"):
+                priv = "VM.Config.Disk"
+            elif key.startswith("net"):
+                priv = "VM.Config.Network"
+            elif key in ("cores", "sockets", "cpu", "vcpus", "cpulimit", "cpuunits", "affinity", "numa"):
+                priv = "VM.Config.CPU"
+            elif key in ("memory", "balloon", "shares"):
+                priv = "VM.Config.Memory"
+            elif key in ("name", "description", "onboot", "tags", "agent", "startup", "protection", "boot", "ostype"):
+                priv = "VM.Config.Options"
+            elif key == "cdrom":
+                priv = "VM.Config.CDROM"
+            else:
+                priv = "VM.Config.HWType"
+            self.check(authid, f"/vms/{vmid}", [priv])
+
+    def validate_sshkeys(self, params: Mapping[str, str]) -> None:
+        keys = params.get("sshkeys")
+        if keys is None:
+            return
+        try:
+            validation.validate_ssh_public_keys(urllib.parse.unquote(keys))
+        except ValueError as exc:
+            raise ApiError(500, str(exc)) from None
+
+    def typed_config(self, config: Mapping[str, str]) -> dict[str, Any]:
+        props = self.standin.schema.endpoint("GET", "/nodes/{node}/qemu/{vmid}/config").returns["properties"]
+        typed: dict[str, Any] = {}
+        for key, value in config.items():
+            schema = props.get(key)
+            kind = schema.get("type") if schema else None
+            if kind in ("integer", "boolean"):
+                typed[key] = int(value)
+            elif kind == "number":
+                typed[key] = float(value) if "." in value else int(value)
+            else:
+                typed[key] = value
+        return typed
+
+    def disk_size(self, vm: VmState) -> int:
+        for key in ("scsi0", "virtio0", "sata0", "ide0"):
+            if key in vm.config:
+                drive = self.parse_drive(key, vm.config[key])
+                return validation.parse_size(drive.get("size", "0")) or 0
+        return 0
+
+    def memory_bytes(self, vm: VmState) -> int:
+        value = vm.config.get("memory", "2048").split(",")[0].removeprefix("current=")
+        return int(value) * 1024 * 1024
+
+    def cpus(self, vm: VmState) -> int:
+        return int(vm.config.get("cores", "1")) * int(vm.config.get("sockets", "1"))
+
+    def vm_status(self, vm: VmState) -> dict[str, Any]:
+        running = self.vm_running(vm)
+        data: dict[str, Any] = {
+            "vmid": vm.vmid,
+            "status": "running" if running else "stopped",
+            "name": vm.config.get("name", f"VM {vm.vmid}"),
+            "cpus": self.cpus(vm),
+            "maxmem": self.memory_bytes(vm),
+            "maxdisk": self.disk_size(vm),
+            "mem": self.memory_bytes(vm) // 4 if running else 0,
+            "cpu": 0.01 if running else 0,
+            "disk": 0,
+            "diskread": 0,
+            "diskwrite": 0,
+            "netin": 0,
+            "netout": 0,
+            "uptime": int(self.cluster.clock() - vm.started_at) if running and vm.started_at else 0,
+        }
+        if running and vm.pid:
+            data["pid"] = vm.pid
+        if vm.config.get("template") == "1":
+            data["template"] = 1
+        if "tags" in vm.config:
+            data["tags"] = vm.config["tags"]
+        if vm.config.get("lock"):
+            data["lock"] = vm.config["lock"]
+        return data
+
+
+# ---------------------------------------------------------------------------------------------------------
+# version, nodes, cluster
+
+
+@route("GET", "/version")
+def get_version(api: ProxmoxApi, req: Request) -> Any:
+    return {"version": PVE_VERSION, "release": PVE_RELEASE, "repoid": PVE_REPOID, "console": "html5"}
+
+
+@route("GET", "/nodes")
+def list_nodes(api: ProxmoxApi, req: Request) -> Any:
+    result = []
+    for node in api.cluster.nodes:
+        online = api.cluster.node_online[node]
+        entry: dict[str, Any] = {"node": node, "status": "online" if online else "offline", "id": f"node/{node}", "type": "node"}
+        if online:
+            entry.update(
+                {
+                    "cpu": 0.02,
+                    "maxcpu": api.standin.node_cpus,
+                    "mem": 4 * GIB,
+                    "maxmem": api.standin.node_memory,
+                    "disk": 8 * GIB,
+                    "maxdisk": 100 * GIB,
+                    "uptime": int(api.cluster.clock()) - api.cluster.boot_time,
+                    "level": "",
+                    "ssl_fingerprint": api.standin.ssl_fingerprint,
+                }
+            )
+        result.append(entry)
+    return result
+
+
+@route("GET", "/nodes/{node}/status")
+def node_status(api: ProxmoxApi, req: Request) -> Any:
+    mem = api.standin.node_memory
+    return {
+        "boot-info": {"mode": "efi", "secureboot": 0},
+        "cpu": 0.02,
+        "cpuinfo": {"cores": api.standin.node_cpus, "cpus": api.standin.node_cpus, "model": "QEMU Virtual CPU", "sockets": 1,
+                    "mhz": "2400.000", "hvm": "1", "flags": "fpu vme de pse tsc msr pae mce cx8 apic sep"},
+        "current-kernel": {"machine": "x86_64", "release": KERNEL, "sysname": "Linux", "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1"},
+        "kversion": f"Linux {KERNEL} #1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1",
+        "loadavg": ["0.10", "0.08", "0.05"],
+        "memory": {"total": mem, "used": 4 * GIB, "free": mem - 4 * GIB, "available": mem - 4 * GIB},
+        "swap": {"total": 0, "used": 0, "free": 0},
+        "pveversion": f"pve-manager/{PVE_VERSION}/{PVE_REPOID}",
+        "rootfs": {"total": 100 * GIB, "used": 8 * GIB, "free": 92 * GIB, "avail": 92 * GIB},
+        "uptime": int(api.cluster.clock()) - api.cluster.boot_time,
+        "idle": 0,
+        "wait": 0.0,
+    }
+
+
+@route("GET", "/cluster/resources")
+def cluster_resources(api: ProxmoxApi, req: Request) -> Any:
+    kind = req.params.get("type")
+    result: list[dict[str, Any]] = []
+    if kind in (None, "node"):
+        for entry in list_nodes(api, req):
+            entry = dict(entry)
+            entry.pop("ssl_fingerprint", None)
+            entry["maxcpu"] = api.standin.node_cpus
+            result.append(entry)
+    if kind in (None, "vm"):
+        for vm in sorted(api.cluster.vms.values(), key=lambda v: v.vmid):
+            status = api.vm_status(vm)
+            status.pop("pid", None)
+            entry = {"id": f"qemu/{vm.vmid}", "type": "qemu", "node": vm.node, "template": 1 if vm.config.get("template") == "1" else 0,
+                     "hastate": None}
+            entry.pop("hastate")
+            cpus = status.pop("cpus")
+            entry.update(status)
+            entry["maxcpu"] = cpus
+            result.append(entry)
+    if kind in (None, "storage"):
+        for node in api.cluster.nodes:
+            for scfg in api.cluster.storages.values():
+                if scfg.nodes is not None and node not in scfg.nodes:
+                    continue
+                used = api.cluster.storage_used(scfg.storage, node)
+                result.append(
+                    {
+                        "id": f"storage/{node}/{scfg.storage}",
+                        "type": "storage",
+                        "storage": scfg.storage,
+                        "node": node,
+                        "status": "available" if scfg.enabled else "unknown",
+                        "plugintype": scfg.type,
+                        "content": ",".join(sorted(scfg.content)),
+                        "shared": 1 if scfg.shared else 0,
+                        "disk": used,
+                        "maxdisk": scfg.total,
+                    }
+                )
+    return result
+
+
+@route("GET", "/cluster/nextid")
+def next_id(api: ProxmoxApi, req: Request) -> Any:
+    wanted = req.params.get("vmid")
+    if wanted is not None:
+        if int(wanted) in api.cluster.vms:
+            raise param_error({"vmid": f"VM {int(wanted)} already exists"})
+        return str(int(wanted))
+    vmid = 100
+    while vmid in api.cluster.vms:
+        vmid += 1
+    return str(vmid)
+
+
+@route("GET", "/cluster/status")
+def cluster_status(api: ProxmoxApi, req: Request) -> Any:
+    result: list[dict[str, Any]] = []
+    if len(api.cluster.nodes) > 1:
+        result.append({"id": "cluster", "name": "gorkheavy", "type": "cluster", "nodes": len(api.cluster.nodes), "quorate": 1, "version": len(api.cluster.nodes)})
+    for index, node in enumerate(api.cluster.nodes, start=1):
+        result.append({"id": f"node/{node}", "name": node, "type": "node", "nodeid": index, "online": 1 if api.cluster.node_online[node] else 0,
+                       "local": 1 if index == 1 else 0, "ip": f"127.0.0.{index}", "level": ""})
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# storage
+
+
+def _storage_entry(api: ProxmoxApi, scfg: Any, node: str) -> dict[str, Any]:
+    used = api.cluster.storage_used(scfg.storage, node)
+    entry: dict[str, Any] = {
+        "storage": scfg.storage,
+        "type": scfg.type,
+        "content": ",".join(sorted(scfg.content)),
+        "shared": 1 if scfg.shared else 0,
+        "enabled": 1 if scfg.enabled else 0,
+        "active": 1 if scfg.active and scfg.enabled else 0,
+    }
+    if scfg.enabled and scfg.active:
+        entry.update({"total": scfg.total, "used": used, "avail": scfg.total - used, "used_fraction": used / scfg.total})
+    return entry
+
+
+@route("GET", "/storage")
+def storage_index(api: ProxmoxApi, req: Request) -> Any:
+    kind = req.params.get("type")
+    result = []
+    for scfg in api.cluster.storages.values():
+        if kind and scfg.type != kind:
+            continue
+        entry: dict[str, Any] = {"storage": scfg.storage, "type": scfg.type, "content": ",".join(sorted(scfg.content)), "digest": "0" * 40}
+        if scfg.shared:
+            entry["shared"] = 1
+        if scfg.nodes is not None:
+            entry["nodes"] = ",".join(scfg.nodes)
+        if scfg.type == "dir":
+            entry["path"] = "/var/lib/vz"
+        if scfg.type == "lvmthin":
+            entry.update({"thinpool": "data", "vgname": "pve"})
+        result.append(entry)
+    return result
+
+
+@route("GET", "/nodes/{node}/storage")
+def node_storage(api: ProxmoxApi, req: Request) -> Any:
+    node = req.params["node"]
+    wanted = validation.split_list(req.params.get("content", ""))
+    only_enabled = _bool(req.params.get("enabled"))
+    target = req.params.get("target")
+    result = []
+    for scfg in api.cluster.storages.values():
+        if scfg.nodes is not None and node not in scfg.nodes:
+            continue
+        if req.params.get("storage") and scfg.storage != req.params["storage"]:
+            continue
+        if wanted and not any(c in scfg.content for c in wanted):
+            continue
+        if only_enabled and not scfg.enabled:
+            continue
+        if target and target != node and not scfg.shared:
+            continue
+        entry = _storage_entry(api, scfg, node)
+        if _bool(req.params.get("format")):
+            fmt = scfg.default_format
+            entry["format"] = [{"raw": 1, "qcow2": 1, "vmdk": 1} if scfg.file_based else {"raw": 1}, fmt]
+        result.append(entry)
+    return result
+
+
+@route("GET", "/nodes/{node}/storage/{storage}/status")
+def storage_status(api: ProxmoxApi, req: Request) -> Any:
+    scfg = api.cluster.storage_on_node(req.params["storage"], req.params["node"])
+    if scfg is None:
+        raise ApiError(500, f"storage '{req.params['storage']}' does not exist")
+    return _storage_entry(api, scfg, req.params["node"])
+
+
+def _volume_entry(volume: Volume) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "volid": volume.volid,
+        "format": volume.format,
+        "size": volume.size,
+        "content": volume.content,
+        "ctime": volume.ctime,
+    }
+    if volume.vmid is not None:
+        entry["vmid"] = volume.vmid
+    if volume.content == "images":
+        entry["used"] = volume.size // 10
+    if volume.parent:
+        entry["parent"] = volume.parent
+    if volume.notes:
+        entry["notes"] = volume.notes
+    return entry
+
+
+@route("GET", "/nodes/{node}/storage/{storage}/content")
+def storage_content(api: ProxmoxApi, req: Request) -> Any:
+    node, storage = req.params["node"], req.params["storage"]
+    scfg = api.storage_for(storage, node)
+    content = req.params.get("content")
+    vmid = req.params.get("vmid")
+    owner = "" if scfg.shared else node
+    result = []
+    for (vnode, volid), volume in sorted(api.cluster.volumes.items()):
+        if vnode != owner or not volid.startswith(storage + ":"):
+            continue
+        if content and volume.content != content:
+            continue
+        if vmid is not None and volume.vmid != int(vmid):
+            continue
+        result.append(_volume_entry(volume))
+    return result
+
+
+_IMPORT_NAME_RE = re.compile(r"^[a-zA-Z0-9\-.+=_]+\.(ova|qcow2|raw|vmdk)$")
+_ISO_NAME_RE = re.compile(r"^[^/]+\.(?:iso|img)$", re.IGNORECASE)
+_VZTMPL_NAME_RE = re.compile(r"^[^/]+\.(?:tar|tar\.(?:gz|xz|zst|bz2))$", re.IGNORECASE)
+
+
+@route("POST", "/nodes/{node}/storage/{storage}/download-url")
+def download_url(api: ProxmoxApi, req: Request) -> Any:
+    node, storage = req.params["node"], req.params["storage"]
+    scfg = api.storage_for(storage, node)
+    if not scfg.file_based:
+        raise ApiError(500, f"can't upload to storage type '{scfg.type}', not a file based storage!")
+    content, url, filename = req.params["content"], req.params["url"], req.params["filename"].rstrip("\n")
+    if content not in scfg.content:
+        raise ApiError(500, f"storage '{storage}' is not configured for content-type '{content}'")
+    if content == "iso" and not _ISO_NAME_RE.match(filename):
+        raise param_error({"filename": "wrong file extension"})
+    if content == "vztmpl" and not _VZTMPL_NAME_RE.match(filename):
+        raise param_error({"filename": "wrong file extension"})
+    fmt = "raw"
+    if content == "import":
+        match = _IMPORT_NAME_RE.match(filename)
+        if not match:
+            raise param_error({"filename": "invalid filename or wrong extension"})
+        fmt = match.group(1)
+    if content == "iso":
+        fmt = "iso"
+    if content == "vztmpl":
+        fmt = "tgz"
+    subdir = {"iso": "template/iso", "vztmpl": "template/cache", "import": "import"}[content]
+    volid = f"{storage}:{subdir.split('/')[-1] if content != 'vztmpl' else 'vztmpl'}/{filename}"
+    path = f"/var/lib/vz/{subdir}/{filename}"
+    checksum = req.params.get("checksum")
+    algorithm = req.params.get("checksum-algorithm")
+    if req.params.get("compression") and content != "iso":
+        raise ApiError(500, f"decompression not supported for {content}")
+
+    def work(task: Task) -> None:
+        remote = api.standin.remote_files.get(url)
+        task.log.append(f"downloading {url} to {path}")
+        if remote is None and api.standin.strict_remote_files:
+            raise TaskFailed(f"download failed: 404 Not Found")
+        payload = remote.content if remote is not None else f"image behind {url}".encode()
+        if api.cluster.find_volume(volid, node) is not None:
+            raise TaskFailed(f"refusing to override existing file '{path}'")
+        if checksum and algorithm:
+            got = hashlib.new(algorithm, payload).hexdigest()
+            task.log.append(f"calculating checksum of '{path}.tmp.{task.pid}'...")
+            if got.lower() != checksum.lower():
+                raise TaskFailed(f"checksum mismatch: got '{got}' != expect '{checksum}'")
+            task.log.append("checksum verified")
+        task.log.append(f"download of '{url}' to '{path}' finished")
+        size = remote.size if remote is not None else len(payload)
+        virtual = remote.virtual_size if remote is not None else 2 * GIB
+        api.cluster.add_volume(Volume(volid, node, size, fmt, content, notes=None))
+        api.standin.virtual_sizes[(node if not scfg.shared else "", volid)] = virtual
+
+    return api.task(req, "download", _encode_worker_id(filename), work)
+
+
+def _encode_worker_id(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.\-]", lambda m: "\\x" + format(ord(m.group(0)), "02x"), text)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# qemu
+
+
+@route("GET", "/nodes/{node}/qemu")
+def list_vms(api: ProxmoxApi, req: Request) -> Any:
+    node = req.params["node"]
+    return [api.vm_status(vm) for vm in sorted(api.cluster.vms.values(), key=lambda v: v.vmid) if vm.node == node]
+
+
+@route("POST", "/nodes/{node}/qemu")
+def create_vm(api: ProxmoxApi, req: Request) -> Any:
+    node = req.params["node"]
+    vmid = int(req.params["vmid"])
+    params = {k: v for k, v in req.params.items() if k not in ("node", "vmid")}
+    for key in ("archive", "live-restore", "ha-managed", "pool", "bwlimit", "unique", "storage", "import-working-storage"):
+        if key in params and key in ("archive", "live-restore"):
+            raise ApiError(501, f"Method 'POST /nodes/{{node}}/qemu' with '{key}' is not implemented by this stand-in")
+    start = _bool(params.pop("start", None))
+    for key in ("pool", "bwlimit", "unique", "storage", "ha-managed", "import-working-storage", "force"):
+        params.pop(key, None)
+    api.check(req.authid, f"/vms/{vmid}", ["VM.Allocate"])
+    api.validate_sshkeys(params)
+    api.check_modify_perms(req.authid, vmid, list(params))
+    api.check_drives(req, vmid, params)
+    existing = api.cluster.vms.get(vmid)
+    if existing is not None:
+        raise ApiError(500, f"unable to create VM {vmid} - VM {vmid} already exists on node '{existing.node}'")
+    if "tags" in params:
+        params["tags"] = _normalize_tags(params["tags"])
+    config = {"lock": "create"}
+    vm = VmState(vmid=vmid, node=node, config=config)
+    api.cluster.vms[vmid] = vm
+
+    def work(task: Task) -> None:
+        final: dict[str, str] = {}
+        for key, value in params.items():
+            if DRIVE_KEY_RE.match(key):
+                task.log.append(f"{key}: successfully created disk for '{value}'")
+                final[key] = api.apply_drive(node, vmid, key, value)
+            else:
+                final[key] = value
+        final = _add_defaults(api, final)
+        vm.config = final
+        if start:
+            _do_start(api, vm, task)
+
+    def cleanup_on_failure(task: Task) -> None:
+        if task.upid == upid and task.exitstatus != "OK" and api.cluster.vms.get(vmid) is vm:
+            del api.cluster.vms[vmid]
+
+    upid = api.task(req, "qmcreate", str(vmid), work, locks=(vmid,))
+    api.cluster.on_task_finish(cleanup_on_failure)
+    return upid
+
+
+def _add_defaults(api: ProxmoxApi, config: dict[str, str]) -> dict[str, str]:
+    result = dict(config)
+    for key, value in list(result.items()):
+        if key.startswith("net") and key[3:].isdigit():
+            result[key] = _add_mac(api, key, value)
+    result.setdefault("smbios1", f"uuid={_uuid(api)}")
+    result.setdefault("vmgenid", _uuid(api))
+    result.setdefault("meta", f"creation-qemu=10.1.2,ctime={int(api.cluster.clock())}")
+    return dict(sorted(result.items()))
+
+
+def _uuid(api: ProxmoxApi) -> str:
+    api.standin.counter += 1
+    digest = hashlib.sha1(f"{api.standin.counter}".encode()).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-4{digest[13:16]}-8{digest[17:20]}-{digest[20:32]}"
+
+
+def _add_mac(api: ProxmoxApi, key: str, value: str) -> str:
+    fmt = api.drive_fmt(key)
+    net = validation.parse_property_string(fmt, value)
+    if "macaddr" not in net:
+        api.standin.counter += 1
+        n = api.standin.counter
+        net["macaddr"] = f"BC:24:11:{(n >> 16) & 0xFF:02X}:{(n >> 8) & 0xFF:02X}:{n & 0xFF:02X}"
+    model = net.get("model", "virtio")
+    rest = {k: v for k, v in net.items() if k not in ("model", "macaddr")}
+    parts = [f"{model}={net['macaddr']}"] + [f"{k}={v}" for k, v in sorted(rest.items())]
+    return ",".join(parts)
+
+
+def _normalize_tags(value: str) -> str:
+    tags = sorted({t for t in re.split(r"[;, ]+", value) if t})
+    return ";".join(tags)
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}")
+def vm_index(api: ProxmoxApi, req: Request) -> Any:
+    api.vm(req)
+    subdirs = ["config", "pending", "status", "unlink", "vncproxy", "termproxy", "migrate", "resize", "move",
+               "rrd", "rrddata", "monitor", "agent", "snapshot", "spiceproxy", "sendkey", "firewall", "mtunnel",
+               "remote_migrate"]
+    return [{"subdir": s} for s in subdirs]
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}/config")
+def get_config(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    if req.params.get("snapshot"):
+        raise ApiError(500, f"snapshot '{req.params['snapshot']}' does not exist")
+    config = dict(vm.config)
+    if not _bool(req.params.get("current")):
+        config.update(vm.pending)
+        for key in vm.pending_delete:
+            config.pop(key, None)
+    data = api.typed_config(config)
+    data["digest"] = config_digest(vm.config)
+    return data
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}/pending")
+def get_pending(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    result: list[dict[str, Any]] = []
+    keys = sorted(set(vm.config) | set(vm.pending) | set(vm.pending_delete))
+    for key in keys:
+        if key in ("digest",):
+            continue
+        entry: dict[str, Any] = {"key": key}
+        if key in vm.config:
+            entry["value"] = vm.config[key]
+        if key in vm.pending:
+            entry["pending"] = vm.pending[key]
+        if key in vm.pending_delete:
+            entry["delete"] = 1
+        result.append(entry)
+    return result
+
+
+def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
+    vm = api.vm(req)
+    vmid = vm.vmid
+    node = vm.node
+    params = {k: v for k, v in req.params.items() if k not in ("node", "vmid")}
+    digest = params.pop("digest", None)
+    delete = validation.split_list(params.pop("delete", ""))
+    revert = validation.split_list(params.pop("revert", ""))
+    skiplock = _bool(params.pop("skiplock", None))
+    force = _bool(params.pop("force", None))
+    params.pop("background_delay", None)
+    if skiplock and req.authid != "root@pam":
+        raise ApiError(500, "Only root may use this option.")
+    api.validate_sshkeys(params)
+    if not delete and not revert and not params:
+        raise ApiError(500, "no options specified")
+    errors: dict[str, str] = {}
+    for key in delete:
+        if key in params:
+            errors["delete"] = f"you can't use '-{key}' and -delete {key}' at the same time"
+        if key in revert:
+            errors["revert"] = f"you can't use '-delete {key}' and -revert {key}' at the same time"
+    for key in revert:
+        if key in params:
+            errors["delete"] = f"you can't use '-{key}' and -revert {key}' at the same time"
+    if errors:
+        raise param_error(errors)
+    api.check_modify_perms(req.authid, vmid, list(params) + delete)
+    api.check_drives(req, vmid, params)
+    if "tags" in params:
+        params["tags"] = _normalize_tags(params["tags"])
+    if digest and digest != config_digest(vm.config):
+        raise ApiError(500, "detected modified configuration - file changed by other user? Try again.")
+    api.check_config_lock(vm, skiplock)
+    if vm.config.get("template") == "1":
+        for key in params:
+            if DRIVE_KEY_RE.match(key) and key not in vm.config:
+                continue
+            if DRIVE_KEY_RE.match(key):
+                raise ApiError(500, f"unable to modify disk '{key}' of a template")
+
+    def update(task: Task | None) -> None:
+        if digest and digest != config_digest(vm.config):
+            raise TaskFailed("detected modified configuration - file changed by other user? Try again.")
+        running = api.vm_running(vm)
+        for key in delete:
+            if key not in vm.config and key not in vm.pending:
+                continue
+            value = vm.config.get(key, "")
+            if DRIVE_KEY_RE.match(key) and not running:
+                drive = api.parse_drive(key, value) if value else {}
+                volid = drive.get("file", "")
+                if volid.endswith("-cloudinit") or "-cloudinit." in volid:
+                    api.cluster.remove_volume(volid, node)
+                elif volid and ":" in volid and drive.get("media") != "cdrom":
+                    _add_unused(vm, volid)
+            if running and key not in HOTPLUG_OPTIONS and not key.startswith("ipconfig") and key not in CLOUDINIT_KEYS:
+                if key not in vm.pending_delete:
+                    vm.pending_delete.append(key)
+                continue
+            vm.config.pop(key, None)
+            vm.pending.pop(key, None)
+        for key in revert:
+            vm.pending.pop(key, None)
+            if key in vm.pending_delete:
+                vm.pending_delete.remove(key)
+        for key, value in params.items():
+            if key.startswith("net") and key[3:].isdigit():
+                value = _keep_mac(api, vm, key, value)
+            if DRIVE_KEY_RE.match(key):
+                old = vm.config.get(key)
+                value = api.apply_drive(node, vmid, key, value)
+                if old and old != value:
+                    old_drive = api.parse_drive(key, old)
+                    new_drive = api.parse_drive(key, value)
+                    if old_drive.get("file") != new_drive.get("file") and old_drive.get("media") != "cdrom":
+                        _add_unused(vm, old_drive.get("file", ""))
+            if running and key not in HOTPLUG_OPTIONS and not DRIVE_KEY_RE.match(key):
+                vm.pending[key] = value
+            else:
+                vm.config[key] = value
+        vm.config = dict(sorted(vm.config.items()))
+
+    if sync:
+        api.sync_lock(vmid)
+        try:
+            update(None)
+        except TaskFailed as exc:
+            raise ApiError(500, str(exc)) from None
+        return None
+    _ = force
+    return api.task(req, "qmconfig", str(vmid), update, locks=(vmid,))
+
+
+def _add_unused(vm: VmState, volid: str) -> None:
+    if not volid or volid in vm.config.values():
+        return
+    index = 0
+    while f"unused{index}" in vm.config:
+        index += 1
+    vm.config[f"unused{index}"] = volid
+
+
+def _keep_mac(api: ProxmoxApi, vm: VmState, key: str, value: str) -> str:
+    """Proxmox keeps the existing MAC when a NIC is re-set without one."""
+    fmt = api.drive_fmt(key)
+    new = validation.parse_property_string(fmt, value)
+    if "macaddr" in new or key not in vm.config:
+        return _add_mac(api, key, value)
+    old = validation.parse_property_string(fmt, vm.config[key])
+    if "macaddr" in old:
+        new["macaddr"] = old["macaddr"]
+        model = new.get("model", "virtio")
+        rest = {k: v for k, v in new.items() if k not in ("model", "macaddr")}
+        return ",".join([f"{model}={new['macaddr']}"] + [f"{k}={v}" for k, v in sorted(rest.items())])
+    return _add_mac(api, key, value)
+
+
+@route("POST", "/nodes/{node}/qemu/{vmid}/config")
+def post_config(api: ProxmoxApi, req: Request) -> Any:
+    return _config_update(api, req, sync=False)
+
+
+@route("PUT", "/nodes/{node}/qemu/{vmid}/config")
+def put_config(api: ProxmoxApi, req: Request) -> Any:
+    return _config_update(api, req, sync=True)
+
+
+@route("POST", "/nodes/{node}/qemu/{vmid}/template")
+def make_template(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    api.check_config_lock(vm)
+    if vm.config.get("template") == "1":
+        raise ApiError(500, "you can't convert a template to a template")
+    if api.vm_running(vm):
+        raise ApiError(500, "you can't convert a VM to template if VM is running")
+    only = req.params.get("disk")
+
+    def work(task: Task) -> None:
+        for key in sorted(vm.config):
+            if not DRIVE_KEY_RE.match(key) or (only and key != only):
+                continue
+            drive = api.parse_drive(key, vm.config[key])
+            volid = drive.get("file", "")
+            if drive.get("media") == "cdrom" or "cloudinit" in volid or "/base-" in volid or ":base-" in volid:
+                continue
+            volume = api.cluster.find_volume(volid, vm.node)
+            if volume is None:
+                continue
+            new_volid = volid.replace(f"vm-{vm.vmid}-disk-", f"base-{vm.vmid}-disk-")
+            api.cluster.remove_volume(volid, vm.node)
+            volume.volid = new_volid
+            api.cluster.add_volume(volume)
+            drive["file"] = new_volid
+            vm.config[key] = api.print_drive(key, drive)
+            task.log.append(f"  Renamed \"{volid.split(':', 1)[1]}\" to \"{new_volid.split(':', 1)[1]}\"")
+        vm.config["template"] = "1"
+        vm.config = dict(sorted(vm.config.items()))
+
+    return api.task(req, "qmtemplate", str(vm.vmid), work, locks=(vm.vmid,))
+
+
+@route("POST", "/nodes/{node}/qemu/{vmid}/clone")
+def clone_vm(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    node = req.params["node"]
+    newid = int(req.params["newid"])
+    target = req.params.get("target")
+    if target in (node, "localhost"):
+        target = None
+    storage = req.params.get("storage")
+    fmt = req.params.get("format")
+    snapname = req.params.get("snapname")
+    pool = req.params.get("pool")
+    if pool is not None:
+        raise ApiError(500, f"pool '{pool}' does not exist")
+    if target is not None and target not in api.cluster.nodes:
+        raise ApiError(500, f"no such cluster node '{target}'")
+    if storage:
+        scfg = api.storage_for(storage, node)
+        if "images" not in scfg.content:
+            raise param_error({"storage": f"storage '{storage}' does not support vm images"})
+        if target:
+            api.storage_for(storage, target)
+            if not scfg.shared:
+                raise ApiError(500, f"can't clone to non-shared storage '{storage}'")
+    api.check_config_lock(vm)
+    if snapname:
+        raise ApiError(500, f"snapshot '{snapname}' does not exist")
+    is_template = vm.config.get("template") == "1"
+    full = _bool(req.params.get("full"), default=not is_template)
+    if storage and not full:
+        raise ApiError(500, "parameter 'storage' not allowed for linked clones")
+    if fmt and not full:
+        raise ApiError(500, "parameter 'format' not allowed for linked clones")
+    disks = {k: api.parse_drive(k, v) for k, v in vm.config.items() if DRIVE_KEY_RE.match(k)}
+    shared = True
+    for drive in disks.values():
+        file = drive.get("file", "")
+        if drive.get("media") == "cdrom" and "cloudinit" not in file:
+            continue
+        store = file.split(":", 1)[0]
+        if store in api.cluster.storages and not api.cluster.storages[store].shared:
+            shared = False
+        if not full and store in api.cluster.storages:
+            api.check(req.authid, f"/storage/{store}", ["Datastore.AllocateSpace"])
+    if storage:
+        api.check(req.authid, f"/storage/{storage}", ["Datastore.AllocateSpace"])
+    if target and not shared:
+        raise ApiError(500, f"can't clone VM to node '{target}' (VM uses local storage)")
+    if newid in api.cluster.vms:
+        raise ApiError(500, f"unable to create VM {newid}: config file already exists")
+    if not is_template and not full:
+        raise ApiError(500, "linked clone feature is not supported for drive 'scsi0'")
+    name = req.params.get("name") or f"Copy-of-VM-{vm.config.get('name', vm.vmid)}"
+    dest_node = target or node
+    placeholder = VmState(vmid=newid, node=node, config={"lock": "clone"})
+    api.cluster.vms[newid] = placeholder
+
+    def work(task: Task) -> None:
+        task.log.append(f"create {'full' if full else 'linked'} clone of drive(s)")
+        config: dict[str, str] = {}
+        for key, value in vm.config.items():
+            if key in ("template", "lock", "vmgenid", "smbios1", "meta") or key.startswith("unused"):
+                continue
+            config[key] = value
+        for key, drive in disks.items():
+            file = drive.get("file", "")
+            store, _, volname = file.partition(":")
+            if "cloudinit" in volname:
+                drive = dict(drive)
+                drive["file"] = f"{store}:cloudinit"
+                config[key] = api.apply_drive(dest_node, newid, key, api.print_drive(key, drive))
+                continue
+            if drive.get("media") == "cdrom" or not store:
+                continue
+            source = api.cluster.find_volume(file, vm.node)
+            if source is None:
+                raise TaskFailed(f"volume '{file}' does not exist")
+            dest_store = storage or store
+            if full:
+                dest_scfg = api.cluster.storages[dest_store]
+                new_volid = api.next_disk_name(dest_store, newid, dest_node)
+                api.cluster.add_volume(Volume(new_volid, dest_node, source.size, fmt or dest_scfg.default_format, "images", vmid=newid))
+                task.log.append(f"drive {key}: transferred {validation.format_size(source.size)} of {validation.format_size(source.size)} (100.00%)")
+            else:
+                base_name = volname
+                disk_name = api.next_disk_name(store, newid, dest_node).split(":", 1)[1]
+                new_volid = f"{store}:{base_name}/{disk_name}"
+                api.cluster.add_volume(Volume(new_volid, dest_node, source.size, source.format, "images", vmid=newid, parent=base_name))
+            drive = dict(drive)
+            drive["file"] = new_volid
+            config[key] = api.print_drive(key, drive)
+        config["name"] = name
+        if req.params.get("description"):
+            config["description"] = req.params["description"]
+        config = _add_defaults(api, {k: v for k, v in config.items() if not (k.startswith("net") and k[3:].isdigit())} | {
+            k: _strip_mac(api, k, v) for k, v in config.items() if k.startswith("net") and k[3:].isdigit()
+        })
+        placeholder.config = config
+        placeholder.node = dest_node
+
+    def cleanup(task: Task) -> None:
+        if task.upid == upid and task.exitstatus != "OK" and api.cluster.vms.get(newid) is placeholder:
+            del api.cluster.vms[newid]
+
+    upid = api.task(req, "qmclone", str(vm.vmid), work, locks=(newid,) + ((vm.vmid,) if not is_template else ()))
+    api.cluster.on_task_finish(cleanup)
+    return upid
+
+
+def _strip_mac(api: ProxmoxApi, key: str, value: str) -> str:
+    """A clone gets a new MAC address on every NIC (Proxmox generates fresh ones)."""
+    net = validation.parse_property_string(api.drive_fmt(key), value)
+    net.pop("macaddr", None)
+    model = net.pop("model", "virtio")
+    return ",".join([model] + [f"{k}={v}" for k, v in sorted(net.items())])
+
+
+@route("PUT", "/nodes/{node}/qemu/{vmid}/resize")
+def resize_vm(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    disk = req.params["disk"]
+    size_text = req.params["size"]
+    digest = req.params.get("digest")
+    skiplock = _bool(req.params.get("skiplock"))
+    if skiplock and req.authid != "root@pam":
+        raise ApiError(500, "Only root may use this option.")
+    api.check(req.authid, f"/vms/{vm.vmid}", ["VM.Config.Disk"])
+
+    def work(task: Task) -> None:
+        if digest and digest != config_digest(vm.config):
+            raise TaskFailed("checksum mismatch (file change by other user?)")
+        if not skiplock and vm.config.get("lock"):
+            raise TaskFailed(f"VM {vm.vmid} is locked ({vm.config['lock']})")
+        if disk not in vm.config:
+            raise TaskFailed(f"disk '{disk}' does not exist")
+        drive = api.parse_drive(disk, vm.config[disk])
+        volid = drive.get("file", "")
+        if not volid:
+            raise TaskFailed(f"disk '{disk}' has no associated volume")
+        if drive.get("media") == "cdrom":
+            raise TaskFailed("you can't resize a cdrom")
+        store = volid.split(":", 1)[0]
+        api.check(req.authid, f"/storage/{store}", ["Datastore.AllocateSpace"])
+        volume = api.cluster.find_volume(volid, vm.node)
+        if volume is None:
+            raise TaskFailed(f"Could not determine current size of volume '{volid}'")
+        match = re.match(r"^(\+)?(\d+(\.\d+)?)([KMGT])?$", size_text)
+        if not match:
+            raise TaskFailed("internal error")
+        factor = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[match.group(4) or ""]
+        new_size = float(match.group(2)) * factor
+        if match.group(1):
+            new_size += volume.size
+        new_size = int(new_size)
+        if new_size < volume.size:
+            raise TaskFailed("shrinking disks is not supported")
+        if new_size == volume.size:
+            return
+        task.log.append(f"  Size of logical volume changed from {validation.format_size(volume.size)} to {validation.format_size(new_size)}.")
+        volume.size = new_size
+        drive["size"] = validation.format_size(new_size)
+        vm.config[disk] = api.print_drive(disk, drive)
+
+    return api.task(req, "resize", str(vm.vmid), work, locks=(vm.vmid,))
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}/status")
+def vm_status_index(api: ProxmoxApi, req: Request) -> Any:
+    api.vm(req)
+    return [{"subdir": s} for s in ("current", "start", "stop", "reset", "shutdown", "suspend", "reboot")]
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}/status/current")
+def vm_status_current(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    data = api.vm_status(vm)
+    data["ha"] = {"managed": 0}
+    data["qmpstatus"] = data["status"]
+    agent = vm.config.get("agent", "0").split(",")[0].removeprefix("enabled=")
+    if agent in ("1",):
+        data["agent"] = 1
+    if data["status"] == "running":
+        data["running-machine"] = "pc-i440fx-10.1+pve0"
+        data["running-qemu"] = "10.1.2"
+    if any(k.startswith("serial") for k in vm.config):
+        data["serial"] = 1
+    return data
+
+
+def _do_start(api: ProxmoxApi, vm: VmState, task: Task) -> None:
+    if api.vm_running(vm):
+        raise TaskFailed(f"VM {vm.vmid} already running")
+    for key in vm.pending_delete:
+        vm.config.pop(key, None)
+    vm.config.update(vm.pending)
+    vm.pending.clear()
+    vm.pending_delete.clear()
+    vm.config = dict(sorted(vm.config.items()))
+    try:
+        api.standin.backend.start(vm.node, vm.vmid, dict(vm.config))
+    except RuntimeError as exc:
+        raise TaskFailed(str(exc)) from None
+    api.standin.counter += 1
+    vm.pid = 20000 + api.standin.counter
+    vm.started_at = api.cluster.clock()
+    task.log.append(f"generating cloud-init ISO")
+
+
+@route("POST", "/nodes/{node}/qemu/{vmid}/status/start")
+def vm_start(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    skiplock = _bool(req.params.get("skiplock"))
+    if skiplock and req.authid != "root@pam":
+        raise ApiError(500, "Only root may use this option.")
+    if vm.config.get("template") == "1":
+        raise ApiError(500, "you can't start a vm if it's a template")
+    api.check_config_lock(vm, skiplock)
+    return api.task(req, "qmstart", str(vm.vmid), lambda task: _do_start(api, vm, task), locks=(vm.vmid,))
+
+
+def _do_stop(api: ProxmoxApi, vm: VmState) -> None:
+    api.standin.backend.stop(vm.node, vm.vmid)
+    vm.pid = None
+    vm.started_at = None
+
+
+@route("POST", "/nodes/{node}/qemu/{vmid}/status/stop")
+def vm_stop(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    skiplock = _bool(req.params.get("skiplock"))
+    if skiplock and req.authid != "root@pam":
+        raise ApiError(500, "Only root may use this option.")
+    api.check_config_lock(vm, skiplock)
+    return api.task(req, "qmstop", str(vm.vmid), lambda task: _do_stop(api, vm), locks=(vm.vmid,))
+
+
+@route("POST", "/nodes/{node}/qemu/{vmid}/status/shutdown")
+def vm_shutdown(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    skiplock = _bool(req.params.get("skiplock"))
+    if skiplock and req.authid != "root@pam":
+        raise ApiError(500, "Only root may use this option.")
+    api.check_config_lock(vm, skiplock)
+
+    def work(task: Task) -> None:
+        if not api.vm_running(vm):
+            raise TaskFailed(f"VM {vm.vmid} not running")
+        _do_stop(api, vm)
+
+    return api.task(req, "qmshutdown", str(vm.vmid), work, locks=(vm.vmid,))
+
+
+@route("DELETE", "/nodes/{node}/qemu/{vmid}")
+def destroy_vm(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    skiplock = _bool(req.params.get("skiplock"))
+    if skiplock and req.authid != "root@pam":
+        raise ApiError(500, "Only root may use this option.")
+    api.check_config_lock(vm, skiplock)
+    if vm.config.get("protection") == "1":
+        raise ApiError(500, f"can't remove VM {vm.vmid} - protection mode enabled")
+    if api.vm_running(vm):
+        raise ApiError(500, f"VM {vm.vmid} is running - destroy failed")
+    if vm.config.get("template") == "1":
+        children = [
+            v for (_n, volid), v in api.cluster.volumes.items() if v.parent and v.parent.startswith(f"base-{vm.vmid}-")
+        ]
+        if children:
+            child = children[0]
+            raise ApiError(500, f"base volume '{child.volid.split('/')[0]}' is still in use by linked cloned volume '{child.volid.split(':', 1)[1].split('/')[-1]}'")
+    destroy_unreferenced = _bool(req.params.get("destroy-unreferenced-disks"))
+
+    def work(task: Task) -> None:
+        referenced = set()
+        for key, value in vm.config.items():
+            if DRIVE_KEY_RE.match(key) or key.startswith("unused"):
+                file = api.parse_drive(key, value).get("file", "") if DRIVE_KEY_RE.match(key) else value
+                if file and ":" in file:
+                    referenced.add(file)
+        for (vnode, volid), volume in list(api.cluster.volumes.items()):
+            owned = volume.vmid == vm.vmid and volume.content == "images"
+            if volid in referenced or (destroy_unreferenced and owned):
+                if vnode in ("", vm.node):
+                    del api.cluster.volumes[(vnode, volid)]
+                    task.log.append(f"  Logical volume \"{volid.split(':', 1)[1]}\" successfully removed.")
+        api.cluster.vms.pop(vm.vmid, None)
+
+    return api.task(req, "qmdestroy", str(vm.vmid), work, locks=(vm.vmid,))
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces")
+def agent_interfaces(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    if not api.vm_running(vm):
+        raise ApiError(500, f"VM {vm.vmid} is not running")
+    agent = vm.config.get("agent", "0").split(",")[0].removeprefix("enabled=")
+    if agent != "1":
+        raise ApiError(500, "No QEMU guest agent configured")
+    queued = api.standin.faults.agent_errors.get(vm.vmid)
+    if queued:
+        raise ApiError(500, queued.pop(0))
+    interfaces = api.standin.backend.addresses(vm.node, vm.vmid, dict(vm.config))
+    if interfaces is None:
+        raise ApiError(500, "QEMU guest agent is not running")
+    return {"result": [iface.to_agent() for iface in interfaces]}
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}/agent")
+def agent_index(api: ProxmoxApi, req: Request) -> Any:
+    api.vm(req)
+    return [{"network-get-interfaces": {}}, {"ping": {}}, {"info": {}}]
+
+
+@route("POST", "/nodes/{node}/qemu/{vmid}/agent/ping")
+def agent_ping(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    if not api.vm_running(vm):
+        raise ApiError(500, f"VM {vm.vmid} is not running")
+    if api.standin.backend.addresses(vm.node, vm.vmid, dict(vm.config)) is None:
+        raise ApiError(500, "QEMU guest agent is not running")
+    return {"result": {}}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tasks
+
+
+def _task(api: ProxmoxApi, req: Request) -> Task:
+    upid = req.params["upid"]
+    task = api.cluster.tasks.get(upid)
+    if task is None or task.node != req.params["node"]:
+        if not re.match(r"^UPID:[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?:[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8,9}:[0-9A-Fa-f]{8}:[^:\s]+:[^:\s]*:[^:\s]+:$", upid):
+            raise ApiError(500, f"unable to parse worker upid '{upid}'")
+        raise ApiError(500, f"no such task")
+    return task
+
+
+@route("GET", "/nodes/{node}/tasks/{upid}/status")
+def task_status(api: ProxmoxApi, req: Request) -> Any:
+    task = _task(api, req)
+    data: dict[str, Any] = {
+        "upid": task.upid,
+        "node": task.node,
+        "pid": task.pid,
+        "pstart": task.pstart,
+        "starttime": task.starttime,
+        "type": task.type,
+        "id": task.id,
+        "user": task.user.split("!")[0],
+        "status": task.status,
+    }
+    if "!" in task.user:
+        data["tokenid"] = task.user.split("!", 1)[1]
+    if task.status == "stopped":
+        data["exitstatus"] = task.exitstatus
+    return data
+
+
+@route("GET", "/nodes/{node}/tasks/{upid}")
+def task_index(api: ProxmoxApi, req: Request) -> Any:
+    _task(api, req)
+    return [{"name": "log"}, {"name": "status"}]
+
+
+@route("GET", "/nodes/{node}/tasks/{upid}/log")
+def task_log(api: ProxmoxApi, req: Request) -> Any:
+    task = _task(api, req)
+    start = int(req.params.get("start", "0"))
+    limit = int(req.params.get("limit", "50"))
+    lines = task.log or ["no content"] if task.status == "stopped" else task.log
+    selected = lines[start : start + limit] if limit else lines[start:]
+    return [{"n": start + index + 1, "t": text} for index, text in enumerate(selected)]
+
+
+@route("GET", "/nodes/{node}/tasks")
+def task_list(api: ProxmoxApi, req: Request) -> Any:
+    node = req.params["node"]
+    vmid = req.params.get("vmid")
+    typefilter = req.params.get("typefilter")
+    errors_only = _bool(req.params.get("errors"))
+    source = req.params.get("source", "archive")
+    start = int(req.params.get("start", "0"))
+    limit = int(req.params.get("limit", "50"))
+    result = []
+    for task in sorted(api.cluster.tasks.values(), key=lambda t: (t.starttime, t.pid), reverse=True):
+        if task.node != node:
+            continue
+        if vmid is not None and task.id != vmid:
+            continue
+        if typefilter and task.type != typefilter:
+            continue
+        if source == "archive" and task.status == "running":
+            continue
+        if source == "active" and task.status != "running":
+            continue
+        if errors_only and task.exitstatus in (None, "OK"):
+            continue
+        entry: dict[str, Any] = {"upid": task.upid, "node": task.node, "pid": task.pid, "pstart": task.pstart,
+                                 "starttime": task.starttime, "type": task.type, "id": task.id, "user": task.user.split("!")[0]}
+        if task.status == "stopped":
+            entry["endtime"] = task.endtime or task.starttime
+            entry["status"] = task.exitstatus
+        result.append(entry)
+    return result[start : start + limit]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# access
+
+
+@route("GET", "/access/permissions")
+def access_permissions(api: ProxmoxApi, req: Request) -> Any:
+    userid = req.params.get("userid") or req.authid
+    if userid != req.authid and not userid.startswith(req.authid + "!"):
+        api.check(req.authid, "/access", ["Sys.Audit"])
+    privileges = api.standin.auth.effective_privileges(userid)
+    path = req.params.get("path")
+    result: dict[str, dict[str, int]] = {}
+    for acl_path, privs in privileges.items():
+        if path and not (path == acl_path or path.startswith(acl_path.rstrip("/") + "/") or acl_path == "/"):
+            continue
+        result[path or acl_path] = {**result.get(path or acl_path, {}), **dict.fromkeys(sorted(privs), 1)}
+    return result
