@@ -52,18 +52,17 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 
 def _from_validation(error: ValidationError) -> ApiError:
-    first = error.errors()[0]
-    where = _loc(tuple(first["loc"]))
-    if first["type"] == "extra_forbidden":
-        message = f"{where}: unknown field; remove it"
-    elif first["type"] == "missing":
-        message = f"{where}: required field is missing"
-    else:
-        message = f"{where}: {first['msg']}"
-    more = len(error.errors()) - 1
-    if more:
-        message += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return ApiError(400, message, param=where or None)
+    problems = []
+    for item in error.errors():
+        where = _loc(tuple(item["loc"])) or "body"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown field; remove it")
+        elif item["type"] == "missing":
+            problems.append(f"{where}: required field is missing")
+        else:
+            problems.append(f"{where}: {item['msg']}")
+    first = _loc(tuple(error.errors()[0]["loc"]))
+    return ApiError(400, "; ".join(problems), param=first or None)
 
 
 class ChatBody(BaseModel):

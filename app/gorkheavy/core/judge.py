@@ -55,7 +55,7 @@ def _normalise_label(value: str | int, labels: Sequence[str]) -> str | None:
         return labels[value - 1] if 1 <= value <= len(labels) else None
     text = value.strip().strip("*()[]\"'.:").strip()
     text = re.sub(r"^(?:candidate|answer|option|response)\s*", "", text, flags=re.IGNORECASE).strip("*()[] ")
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return _normalise_label(int(text), labels)
     upper = text.upper()
     return upper if upper in labels else None
@@ -75,10 +75,12 @@ def _from_object(obj: object, labels: Sequence[str], source: VerdictSource) -> V
 _KEYWORD = re.compile(
     r"(?:best|winner|choose|chose|choice|select|selected|pick|picked|prefer|verdict)"
     r"[^A-Za-z0-9]{0,20}(?:(?:is|the|answer|candidate|option|response)[^A-Za-z0-9]{0,5}){0,3}"
-    r"\b([A-Za-z]|\d{1,2})\b",
+    r"\b([A-Za-z]|[0-9]{1,2})\b",
     re.IGNORECASE,
 )
-_NAMED = re.compile(r"\b(?:answer|candidate|option|response)\s*[#:(]?\s*\b([A-Z]|\d{1,2})\b", re.IGNORECASE)
+_NAMED = re.compile(
+    r"\b(?:answer|candidate|option|response)\s*[#:(]?\s*\b([A-Z]|[0-9]{1,2})\b", re.IGNORECASE
+)
 
 
 def parse_verdict(text: str, labels: Sequence[str]) -> Verdict | None:
