@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from tests.standins.proxmox.backend import SimulatedBackend
 from tests.standins.proxmox.standin import ProxmoxStandin
@@ -17,8 +18,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--user", action="append", default=[], help="'user@realm=PASSWORD' for ticket login")
     parser.add_argument("--state", help="JSON file that keeps the state across restarts")
     parser.add_argument("--ca-out", help="write the CA certificate (PEM) here")
-    parser.add_argument("--task-duration", action="append", default=[], help="'type=seconds', e.g. qmclone=0.3")
-    parser.add_argument("--agent-delay", type=float, default=0.5, help="seconds until a started VM's agent answers")
+    parser.add_argument(
+        "--task-duration", action="append", default=[], help="'type=seconds', e.g. qmclone=0.3"
+    )
+    parser.add_argument(
+        "--agent-delay", type=float, default=0.5, help="seconds until a started VM's agent answers"
+    )
     args = parser.parse_args(argv)
 
     durations = {}
@@ -38,10 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     for user in args.user:
         userid, _, password = user.partition("=")
         standin.add_user(userid, password)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         standin.serve_forever(args.host, args.port, ca_out=args.ca_out)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

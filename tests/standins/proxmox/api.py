@@ -20,7 +20,6 @@ from tests.standins.proxmox.state import (
     Volume,
     config_digest,
     param_error,
-    perm_error,
 )
 
 if TYPE_CHECKING:
@@ -34,9 +33,28 @@ KERNEL = "6.17.2-1-pve"
 DRIVE_BUSES = ("ide", "sata", "scsi", "virtio", "efidisk", "tpmstate")
 DRIVE_KEY_RE = re.compile(r"^(ide|sata|scsi|virtio)(\d+)$|^(efidisk0|tpmstate0)$")
 NEW_DISK_RE = re.compile(r"^(([^/:\s]+):)?(\d+(\.\d+)?)$")
-CLOUDINIT_KEYS = {"ciuser", "cipassword", "citype", "ciupgrade", "cicustom", "nameserver", "searchdomain", "sshkeys"}
+CLOUDINIT_KEYS = {
+    "ciuser",
+    "cipassword",
+    "citype",
+    "ciupgrade",
+    "cicustom",
+    "nameserver",
+    "searchdomain",
+    "sshkeys",
+}
 # options a running VM takes at once; everything else becomes pending until the next start
-HOTPLUG_OPTIONS = {"name", "description", "onboot", "tags", "protection", "startup", "lock", "hookscript", "cpulimit"}
+HOTPLUG_OPTIONS = {
+    "name",
+    "description",
+    "onboot",
+    "tags",
+    "protection",
+    "startup",
+    "lock",
+    "hookscript",
+    "cpulimit",
+}
 
 
 @dataclass
@@ -124,6 +142,7 @@ class ProxmoxApi:
         task_type: str,
         task_id: str,
         work: Callable[[Task], None] | None,
+        *,
         locks: tuple[int, ...] = (),
         lock_timeout_is_task_error: bool = True,
     ) -> str:
@@ -140,8 +159,8 @@ class ProxmoxApi:
             task_type,
             task_id,
             req.authid,
-            self.duration(task_type) if failure is None else self.standin.lock_wait,
-            work,
+            duration=self.duration(task_type) if failure is None else self.standin.lock_wait,
+            work=work,
             locks=() if failure else locks,
             fail_now=failure,
         )
@@ -187,7 +206,8 @@ class ProxmoxApi:
         while True:
             name = f"{prefix}-{vmid}-disk-{index}"
             taken = any(
-                volid.split(":", 1)[0] == storage and re.search(rf"(^|[:/]){prefix}-{vmid}-disk-{index}\b", volid)
+                volid.split(":", 1)[0] == storage
+                and re.search(rf"(^|[:/]){prefix}-{vmid}-disk-{index}\b", volid)
                 for (_n, volid) in self.cluster.volumes
             )
             if not taken:
@@ -217,20 +237,23 @@ class ProxmoxApi:
             new_disk = NEW_DISK_RE.match(file)
             if drive.get("import-from"):
                 if not new_disk or float(new_disk.group(3)) != 0:
-                    errors[key] = "'import-from' requires special syntax - use <storage ID>:0,import-from=<source>"
+                    errors[key] = (
+                        "'import-from' requires special syntax - use <storage ID>:0,import-from=<source>"
+                    )
                     continue
                 source = drive["import-from"]
                 if source.startswith("/"):
                     if req.authid != "root@pam":
                         raise ApiError(500, "Only root can pass arbitrary filesystem paths.")
                 else:
-                    src_storage, src_name = validation.parse_volume_id(source)
+                    src_storage, _src_name = validation.parse_volume_id(source)
                     self.storage_for(src_storage, node)
                     src_volume = self.cluster.find_volume(source, node)
                     if src_volume is None:
                         raise ApiError(500, f"volume '{source}' does not exist")
                     if src_volume.content not in ("images", "import"):
-                        errors[key] = f"{source} has wrong type '{src_volume.content}' - needs to be 'images' or 'import'"
+                        wrong = src_volume.content
+                        errors[key] = f"{source} has wrong type '{wrong}' - needs to be 'images' or 'import'"
                         continue
                     self.check(req.authid, f"/storage/{src_storage}", ["Datastore.Audit"])
             if file in ("none", "cdrom", "cloudinit") or file.startswith("/"):
@@ -284,7 +307,9 @@ class ProxmoxApi:
                     size = self.standin.imported_size(source_volume)
             volid = self.next_disk_name(storage, vmid, node, "base" if template else "vm")
             scfg = self.cluster.storages[storage]
-            self.cluster.add_volume(Volume(volid, node, size, drive.get("format") or scfg.default_format, "images", vmid=vmid))
+            self.cluster.add_volume(
+                Volume(volid, node, size, drive.get("format") or scfg.default_format, "images", vmid=vmid)
+            )
             drive["file"] = volid
             drive.pop("format", None)
             drive["size"] = validation.format_size(size)
@@ -308,7 +333,17 @@ class ProxmoxApi:
                 priv = "VM.Config.CPU"
             elif key in ("memory", "balloon", "shares"):
                 priv = "VM.Config.Memory"
-            elif key in ("name", "description", "onboot", "tags", "agent", "startup", "protection", "boot", "ostype"):
+            elif key in (
+                "name",
+                "description",
+                "onboot",
+                "tags",
+                "agent",
+                "startup",
+                "protection",
+                "boot",
+                "ostype",
+            ):
                 priv = "VM.Config.Options"
             elif key == "cdrom":
                 priv = "VM.Config.CDROM"
@@ -396,7 +431,12 @@ def list_nodes(api: ProxmoxApi, req: Request) -> Any:
     result = []
     for node in api.cluster.nodes:
         online = api.cluster.node_online[node]
-        entry: dict[str, Any] = {"node": node, "status": "online" if online else "offline", "id": f"node/{node}", "type": "node"}
+        entry: dict[str, Any] = {
+            "node": node,
+            "status": "online" if online else "offline",
+            "id": f"node/{node}",
+            "type": "node",
+        }
         if online:
             entry.update(
                 {
@@ -421,9 +461,21 @@ def node_status(api: ProxmoxApi, req: Request) -> Any:
     return {
         "boot-info": {"mode": "efi", "secureboot": 0},
         "cpu": 0.02,
-        "cpuinfo": {"cores": api.standin.node_cpus, "cpus": api.standin.node_cpus, "model": "QEMU Virtual CPU", "sockets": 1,
-                    "mhz": "2400.000", "hvm": "1", "flags": "fpu vme de pse tsc msr pae mce cx8 apic sep"},
-        "current-kernel": {"machine": "x86_64", "release": KERNEL, "sysname": "Linux", "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1"},
+        "cpuinfo": {
+            "cores": api.standin.node_cpus,
+            "cpus": api.standin.node_cpus,
+            "model": "QEMU Virtual CPU",
+            "sockets": 1,
+            "mhz": "2400.000",
+            "hvm": "1",
+            "flags": "fpu vme de pse tsc msr pae mce cx8 apic sep",
+        },
+        "current-kernel": {
+            "machine": "x86_64",
+            "release": KERNEL,
+            "sysname": "Linux",
+            "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1",
+        },
         "kversion": f"Linux {KERNEL} #1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1",
         "loadavg": ["0.10", "0.08", "0.05"],
         "memory": {"total": mem, "used": 4 * GIB, "free": mem - 4 * GIB, "available": mem - 4 * GIB},
@@ -441,8 +493,8 @@ def cluster_resources(api: ProxmoxApi, req: Request) -> Any:
     kind = req.params.get("type")
     result: list[dict[str, Any]] = []
     if kind in (None, "node"):
-        for entry in list_nodes(api, req):
-            entry = dict(entry)
+        for node_entry in list_nodes(api, req):
+            entry = dict(node_entry)
             entry.pop("ssl_fingerprint", None)
             entry["maxcpu"] = api.standin.node_cpus
             result.append(entry)
@@ -450,8 +502,13 @@ def cluster_resources(api: ProxmoxApi, req: Request) -> Any:
         for vm in sorted(api.cluster.vms.values(), key=lambda v: v.vmid):
             status = api.vm_status(vm)
             status.pop("pid", None)
-            entry = {"id": f"qemu/{vm.vmid}", "type": "qemu", "node": vm.node, "template": 1 if vm.config.get("template") == "1" else 0,
-                     "hastate": None}
+            entry = {
+                "id": f"qemu/{vm.vmid}",
+                "type": "qemu",
+                "node": vm.node,
+                "template": 1 if vm.config.get("template") == "1" else 0,
+                "hastate": None,
+            }
             entry.pop("hastate")
             cpus = status.pop("cpus")
             entry.update(status)
@@ -497,10 +554,29 @@ def next_id(api: ProxmoxApi, req: Request) -> Any:
 def cluster_status(api: ProxmoxApi, req: Request) -> Any:
     result: list[dict[str, Any]] = []
     if len(api.cluster.nodes) > 1:
-        result.append({"id": "cluster", "name": "gorkheavy", "type": "cluster", "nodes": len(api.cluster.nodes), "quorate": 1, "version": len(api.cluster.nodes)})
+        result.append(
+            {
+                "id": "cluster",
+                "name": "gorkheavy",
+                "type": "cluster",
+                "nodes": len(api.cluster.nodes),
+                "quorate": 1,
+                "version": len(api.cluster.nodes),
+            }
+        )
     for index, node in enumerate(api.cluster.nodes, start=1):
-        result.append({"id": f"node/{node}", "name": node, "type": "node", "nodeid": index, "online": 1 if api.cluster.node_online[node] else 0,
-                       "local": 1 if index == 1 else 0, "ip": f"127.0.0.{index}", "level": ""})
+        result.append(
+            {
+                "id": f"node/{node}",
+                "name": node,
+                "type": "node",
+                "nodeid": index,
+                "online": 1 if api.cluster.node_online[node] else 0,
+                "local": 1 if index == 1 else 0,
+                "ip": f"127.0.0.{index}",
+                "level": "",
+            }
+        )
     return result
 
 
@@ -519,7 +595,14 @@ def _storage_entry(api: ProxmoxApi, scfg: Any, node: str) -> dict[str, Any]:
         "active": 1 if scfg.active and scfg.enabled else 0,
     }
     if scfg.enabled and scfg.active:
-        entry.update({"total": scfg.total, "used": used, "avail": scfg.total - used, "used_fraction": used / scfg.total})
+        entry.update(
+            {
+                "total": scfg.total,
+                "used": used,
+                "avail": scfg.total - used,
+                "used_fraction": used / scfg.total,
+            }
+        )
     return entry
 
 
@@ -530,7 +613,12 @@ def storage_index(api: ProxmoxApi, req: Request) -> Any:
     for scfg in api.cluster.storages.values():
         if kind and scfg.type != kind:
             continue
-        entry: dict[str, Any] = {"storage": scfg.storage, "type": scfg.type, "content": ",".join(sorted(scfg.content)), "digest": "0" * 40}
+        entry: dict[str, Any] = {
+            "storage": scfg.storage,
+            "type": scfg.type,
+            "content": ",".join(sorted(scfg.content)),
+            "digest": "0" * 40,
+        }
         if scfg.shared:
             entry["shared"] = 1
         if scfg.nodes is not None:
@@ -655,7 +743,7 @@ def download_url(api: ProxmoxApi, req: Request) -> Any:
         remote = api.standin.remote_files.get(url)
         task.log.append(f"downloading {url} to {path}")
         if remote is None and api.standin.strict_remote_files:
-            raise TaskFailed(f"download failed: 404 Not Found")
+            raise TaskFailed("download failed: 404 Not Found")
         payload = remote.content if remote is not None else f"image behind {url}".encode()
         if api.cluster.find_volume(volid, node) is not None:
             raise TaskFailed(f"refusing to override existing file '{path}'")
@@ -685,7 +773,9 @@ def _encode_worker_id(text: str) -> str:
 @route("GET", "/nodes/{node}/qemu")
 def list_vms(api: ProxmoxApi, req: Request) -> Any:
     node = req.params["node"]
-    return [api.vm_status(vm) for vm in sorted(api.cluster.vms.values(), key=lambda v: v.vmid) if vm.node == node]
+    return [
+        api.vm_status(vm) for vm in sorted(api.cluster.vms.values(), key=lambda v: v.vmid) if vm.node == node
+    ]
 
 
 @route("POST", "/nodes/{node}/qemu")
@@ -693,9 +783,20 @@ def create_vm(api: ProxmoxApi, req: Request) -> Any:
     node = req.params["node"]
     vmid = int(req.params["vmid"])
     params = {k: v for k, v in req.params.items() if k not in ("node", "vmid")}
-    for key in ("archive", "live-restore", "ha-managed", "pool", "bwlimit", "unique", "storage", "import-working-storage"):
+    for key in (
+        "archive",
+        "live-restore",
+        "ha-managed",
+        "pool",
+        "bwlimit",
+        "unique",
+        "storage",
+        "import-working-storage",
+    ):
         if key in params and key in ("archive", "live-restore"):
-            raise ApiError(501, f"Method 'POST /nodes/{{node}}/qemu' with '{key}' is not implemented by this stand-in")
+            raise ApiError(
+                501, f"Method 'POST /nodes/{{node}}/qemu' with '{key}' is not implemented by this stand-in"
+            )
     start = _bool(params.pop("start", None))
     for key in ("pool", "bwlimit", "unique", "storage", "ha-managed", "import-working-storage", "force"):
         params.pop(key, None)
@@ -705,7 +806,9 @@ def create_vm(api: ProxmoxApi, req: Request) -> Any:
     api.check_drives(req, vmid, params)
     existing = api.cluster.vms.get(vmid)
     if existing is not None:
-        raise ApiError(500, f"unable to create VM {vmid} - VM {vmid} already exists on node '{existing.node}'")
+        raise ApiError(
+            500, f"unable to create VM {vmid} - VM {vmid} already exists on node '{existing.node}'"
+        )
     if "tags" in params:
         params["tags"] = _normalize_tags(params["tags"])
     config = {"lock": "create"}
@@ -772,9 +875,27 @@ def _normalize_tags(value: str) -> str:
 @route("GET", "/nodes/{node}/qemu/{vmid}")
 def vm_index(api: ProxmoxApi, req: Request) -> Any:
     api.vm(req)
-    subdirs = ["config", "pending", "status", "unlink", "vncproxy", "termproxy", "migrate", "resize", "move",
-               "rrd", "rrddata", "monitor", "agent", "snapshot", "spiceproxy", "sendkey", "firewall", "mtunnel",
-               "remote_migrate"]
+    subdirs = [
+        "config",
+        "pending",
+        "status",
+        "unlink",
+        "vncproxy",
+        "termproxy",
+        "migrate",
+        "resize",
+        "move",
+        "rrd",
+        "rrddata",
+        "monitor",
+        "agent",
+        "snapshot",
+        "spiceproxy",
+        "sendkey",
+        "firewall",
+        "mtunnel",
+        "remote_migrate",
+    ]
     return [{"subdir": s} for s in subdirs]
 
 
@@ -868,7 +989,12 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
                     api.cluster.remove_volume(volid, node)
                 elif volid and ":" in volid and drive.get("media") != "cdrom":
                     _add_unused(vm, volid)
-            if running and key not in HOTPLUG_OPTIONS and not key.startswith("ipconfig") and key not in CLOUDINIT_KEYS:
+            if (
+                running
+                and key not in HOTPLUG_OPTIONS
+                and not key.startswith("ipconfig")
+                and key not in CLOUDINIT_KEYS
+            ):
                 if key not in vm.pending_delete:
                     vm.pending_delete.append(key)
                 continue
@@ -878,7 +1004,8 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
             vm.pending.pop(key, None)
             if key in vm.pending_delete:
                 vm.pending_delete.remove(key)
-        for key, value in params.items():
+        for key, requested in params.items():
+            value = requested
             if key.startswith("net") and key[3:].isdigit():
                 value = _keep_mac(api, vm, key, value)
             if DRIVE_KEY_RE.match(key):
@@ -956,7 +1083,12 @@ def make_template(api: ProxmoxApi, req: Request) -> Any:
                 continue
             drive = api.parse_drive(key, vm.config[key])
             volid = drive.get("file", "")
-            if drive.get("media") == "cdrom" or "cloudinit" in volid or "/base-" in volid or ":base-" in volid:
+            if (
+                drive.get("media") == "cdrom"
+                or "cloudinit" in volid
+                or "/base-" in volid
+                or ":base-" in volid
+            ):
                 continue
             volume = api.cluster.find_volume(volid, vm.node)
             if volume is None:
@@ -967,7 +1099,7 @@ def make_template(api: ProxmoxApi, req: Request) -> Any:
             api.cluster.add_volume(volume)
             drive["file"] = new_volid
             vm.config[key] = api.print_drive(key, drive)
-            task.log.append(f"  Renamed \"{volid.split(':', 1)[1]}\" to \"{new_volid.split(':', 1)[1]}\"")
+            task.log.append(f'  Renamed "{volid.split(":", 1)[1]}" to "{new_volid.split(":", 1)[1]}"')
         vm.config["template"] = "1"
         vm.config = dict(sorted(vm.config.items()))
 
@@ -1011,7 +1143,7 @@ def clone_vm(api: ProxmoxApi, req: Request) -> Any:
     shared = True
     for drive in disks.values():
         file = drive.get("file", "")
-        if drive.get("media") == "cdrom" and "cloudinit" not in file:
+        if file in ("none", "cdrom", "") or file.startswith("/"):
             continue
         store = file.split(":", 1)[0]
         if store in api.cluster.storages and not api.cluster.storages[store].shared:
@@ -1038,11 +1170,11 @@ def clone_vm(api: ProxmoxApi, req: Request) -> Any:
             if key in ("template", "lock", "vmgenid", "smbios1", "meta") or key.startswith("unused"):
                 continue
             config[key] = value
-        for key, drive in disks.items():
+        for key, source_drive in disks.items():
+            drive = dict(source_drive)
             file = drive.get("file", "")
             store, _, volname = file.partition(":")
             if "cloudinit" in volname:
-                drive = dict(drive)
                 drive["file"] = f"{store}:cloudinit"
                 config[key] = api.apply_drive(dest_node, newid, key, api.print_drive(key, drive))
                 continue
@@ -1055,22 +1187,45 @@ def clone_vm(api: ProxmoxApi, req: Request) -> Any:
             if full:
                 dest_scfg = api.cluster.storages[dest_store]
                 new_volid = api.next_disk_name(dest_store, newid, dest_node)
-                api.cluster.add_volume(Volume(new_volid, dest_node, source.size, fmt or dest_scfg.default_format, "images", vmid=newid))
-                task.log.append(f"drive {key}: transferred {validation.format_size(source.size)} of {validation.format_size(source.size)} (100.00%)")
+                api.cluster.add_volume(
+                    Volume(
+                        new_volid,
+                        dest_node,
+                        source.size,
+                        fmt or dest_scfg.default_format,
+                        "images",
+                        vmid=newid,
+                    )
+                )
+                shown = validation.format_size(source.size)
+                task.log.append(f"drive {key}: transferred {shown} of {shown} (100.00%)")
             else:
                 base_name = volname
                 disk_name = api.next_disk_name(store, newid, dest_node).split(":", 1)[1]
                 new_volid = f"{store}:{base_name}/{disk_name}"
-                api.cluster.add_volume(Volume(new_volid, dest_node, source.size, source.format, "images", vmid=newid, parent=base_name))
-            drive = dict(drive)
+                api.cluster.add_volume(
+                    Volume(
+                        new_volid,
+                        dest_node,
+                        source.size,
+                        source.format,
+                        "images",
+                        vmid=newid,
+                        parent=base_name,
+                    )
+                )
             drive["file"] = new_volid
             config[key] = api.print_drive(key, drive)
         config["name"] = name
         if req.params.get("description"):
             config["description"] = req.params["description"]
-        config = _add_defaults(api, {k: v for k, v in config.items() if not (k.startswith("net") and k[3:].isdigit())} | {
-            k: _strip_mac(api, k, v) for k, v in config.items() if k.startswith("net") and k[3:].isdigit()
-        })
+        config = _add_defaults(
+            api,
+            {k: v for k, v in config.items() if not (k.startswith("net") and k[3:].isdigit())}
+            | {
+                k: _strip_mac(api, k, v) for k, v in config.items() if k.startswith("net") and k[3:].isdigit()
+            },
+        )
         placeholder.config = config
         placeholder.node = dest_node
 
@@ -1078,7 +1233,9 @@ def clone_vm(api: ProxmoxApi, req: Request) -> Any:
         if task.upid == upid and task.exitstatus != "OK" and api.cluster.vms.get(newid) is placeholder:
             del api.cluster.vms[newid]
 
-    upid = api.task(req, "qmclone", str(vm.vmid), work, locks=(newid,) + ((vm.vmid,) if not is_template else ()))
+    upid = api.task(
+        req, "qmclone", str(vm.vmid), work, locks=(newid,) + ((vm.vmid,) if not is_template else ())
+    )
     api.cluster.on_task_finish(cleanup)
     return upid
 
@@ -1132,7 +1289,8 @@ def resize_vm(api: ProxmoxApi, req: Request) -> Any:
             raise TaskFailed("shrinking disks is not supported")
         if new_size == volume.size:
             return
-        task.log.append(f"  Size of logical volume changed from {validation.format_size(volume.size)} to {validation.format_size(new_size)}.")
+        old_shown, new_shown = validation.format_size(volume.size), validation.format_size(new_size)
+        task.log.append(f"  Size of logical volume changed from {old_shown} to {new_shown}.")
         volume.size = new_size
         drive["size"] = validation.format_size(new_size)
         vm.config[disk] = api.print_drive(disk, drive)
@@ -1179,7 +1337,7 @@ def _do_start(api: ProxmoxApi, vm: VmState, task: Task) -> None:
     api.standin.counter += 1
     vm.pid = 20000 + api.standin.counter
     vm.started_at = api.cluster.clock()
-    task.log.append(f"generating cloud-init ISO")
+    task.log.append("generating cloud-init ISO")
 
 
 @route("POST", "/nodes/{node}/qemu/{vmid}/status/start")
@@ -1239,11 +1397,15 @@ def destroy_vm(api: ProxmoxApi, req: Request) -> Any:
         raise ApiError(500, f"VM {vm.vmid} is running - destroy failed")
     if vm.config.get("template") == "1":
         children = [
-            v for (_n, volid), v in api.cluster.volumes.items() if v.parent and v.parent.startswith(f"base-{vm.vmid}-")
+            v
+            for (_n, volid), v in api.cluster.volumes.items()
+            if v.parent and v.parent.startswith(f"base-{vm.vmid}-")
         ]
         if children:
             child = children[0]
-            raise ApiError(500, f"base volume '{child.volid.split('/')[0]}' is still in use by linked cloned volume '{child.volid.split(':', 1)[1].split('/')[-1]}'")
+            base = child.volid.split("/")[0]
+            linked = child.volid.split(":", 1)[1].split("/")[-1]
+            raise ApiError(500, f"base volume '{base}' is still in use by linked cloned volume '{linked}'")
     destroy_unreferenced = _bool(req.params.get("destroy-unreferenced-disks"))
 
     def work(task: Task) -> None:
@@ -1255,10 +1417,9 @@ def destroy_vm(api: ProxmoxApi, req: Request) -> Any:
                     referenced.add(file)
         for (vnode, volid), volume in list(api.cluster.volumes.items()):
             owned = volume.vmid == vm.vmid and volume.content == "images"
-            if volid in referenced or (destroy_unreferenced and owned):
-                if vnode in ("", vm.node):
-                    del api.cluster.volumes[(vnode, volid)]
-                    task.log.append(f"  Logical volume \"{volid.split(':', 1)[1]}\" successfully removed.")
+            if (volid in referenced or (destroy_unreferenced and owned)) and vnode in ("", vm.node):
+                del api.cluster.volumes[(vnode, volid)]
+                task.log.append(f'  Logical volume "{volid.split(":", 1)[1]}" successfully removed.')
         api.cluster.vms.pop(vm.vmid, None)
 
     return api.task(req, "qmdestroy", str(vm.vmid), work, locks=(vm.vmid,))
@@ -1305,9 +1466,12 @@ def _task(api: ProxmoxApi, req: Request) -> Task:
     upid = req.params["upid"]
     task = api.cluster.tasks.get(upid)
     if task is None or task.node != req.params["node"]:
-        if not re.match(r"^UPID:[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?:[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8,9}:[0-9A-Fa-f]{8}:[^:\s]+:[^:\s]*:[^:\s]+:$", upid):
+        if not re.match(
+            r"^UPID:[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?:[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8,9}:[0-9A-Fa-f]{8}:[^:\s]+:[^:\s]*:[^:\s]+:$",
+            upid,
+        ):
             raise ApiError(500, f"unable to parse worker upid '{upid}'")
-        raise ApiError(500, f"no such task")
+        raise ApiError(500, "no such task")
     return task
 
 
@@ -1371,8 +1535,16 @@ def task_list(api: ProxmoxApi, req: Request) -> Any:
             continue
         if errors_only and task.exitstatus in (None, "OK"):
             continue
-        entry: dict[str, Any] = {"upid": task.upid, "node": task.node, "pid": task.pid, "pstart": task.pstart,
-                                 "starttime": task.starttime, "type": task.type, "id": task.id, "user": task.user.split("!")[0]}
+        entry: dict[str, Any] = {
+            "upid": task.upid,
+            "node": task.node,
+            "pid": task.pid,
+            "pstart": task.pstart,
+            "starttime": task.starttime,
+            "type": task.type,
+            "id": task.id,
+            "user": task.user.split("!")[0],
+        }
         if task.status == "stopped":
             entry["endtime"] = task.endtime or task.starttime
             entry["status"] = task.exitstatus

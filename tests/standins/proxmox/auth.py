@@ -24,10 +24,16 @@ class Auth:
 
     # -- accounts ---------------------------------------------------------------------------------------
 
-    def add_user(self, userid: str, password: str | None, privileges: Mapping[str, Iterable[str]] | None) -> None:
-        self.cluster.users[userid] = User(userid, password, _privs(privileges) if privileges is not None else None)
+    def add_user(
+        self, userid: str, password: str | None, privileges: Mapping[str, Iterable[str]] | None
+    ) -> None:
+        self.cluster.users[userid] = User(
+            userid, password, _privs(privileges) if privileges is not None else None
+        )
 
-    def add_token(self, tokenid: str, secret: str, privsep: bool, privileges: Mapping[str, Iterable[str]] | None) -> None:
+    def add_token(
+        self, tokenid: str, secret: str, privsep: bool, privileges: Mapping[str, Iterable[str]] | None
+    ) -> None:
         userid = tokenid.split("!", 1)[0]
         if userid not in self.cluster.users:
             self.add_user(userid, None, None)
@@ -37,7 +43,9 @@ class Auth:
 
     def authenticate(self, method: str, path: str, headers: Mapping[str, str]) -> str | None:
         """Return the auth id, or None for the calls that need no authentication. Raise 401 otherwise."""
-        if (path == "/access/ticket" and method in ("GET", "POST")) or (path == "/access/domains" and method == "GET"):
+        if (path == "/access/ticket" and method in ("GET", "POST")) or (
+            path == "/access/domains" and method == "GET"
+        ):
             return None
         cookie = headers.get("Cookie", "")
         auth_header = headers.get("Authorization", "")
@@ -95,7 +103,9 @@ class Auth:
 
     def make_csrf(self, userid: str) -> str:
         stamp = f"{int(time.time()):08X}"
-        digest = base64.b64encode(hmac.new(self._key, f"{stamp}:{userid}".encode(), hashlib.sha256).digest()).decode()
+        digest = base64.b64encode(
+            hmac.new(self._key, f"{stamp}:{userid}".encode(), hashlib.sha256).digest()
+        ).decode()
         return f"{stamp}:{digest.rstrip('=')}"
 
     def verify_csrf(self, userid: str, token: str) -> bool:
@@ -112,7 +122,9 @@ class Auth:
     def effective_privileges(self, authid: str) -> dict[str, set[str]]:
         userid, _, tokenname = authid.partition("!")
         user = self.cluster.users.get(userid)
-        user_privs = {"/": set(ALL_PRIVILEGES)} if user is None or user.privileges is None else user.privileges
+        user_privs = (
+            {"/": set(ALL_PRIVILEGES)} if user is None or user.privileges is None else user.privileges
+        )
         if not tokenname:
             return user_privs
         token = self.cluster.tokens.get(authid)
@@ -130,7 +142,7 @@ class Auth:
         for acl_path, privs in privileges.items():
             if priv not in privs:
                 continue
-            if acl_path == "/" or path == acl_path or path.startswith(acl_path.rstrip("/") + "/"):
+            if acl_path in ("/", path) or path.startswith(acl_path.rstrip("/") + "/"):
                 return True
         return False
 
@@ -146,7 +158,9 @@ class Auth:
             if not self.has(privileges, path, priv):
                 raise perm_error(f"{path}, {priv}")
 
-    def check_schema_permissions(self, authid: str | None, permissions: Mapping[str, Any], params: Mapping[str, str]) -> None:
+    def check_schema_permissions(
+        self, authid: str | None, permissions: Mapping[str, Any], params: Mapping[str, str]
+    ) -> None:
         if authid is None or authid == "root@pam":
             return
         if permissions.get("user") in ("all", "world"):
@@ -177,7 +191,7 @@ class Auth:
             path = re.sub(r"\{(\w[\w-]*)\}", lambda m: params.get(m.group(1), m.group(0)), path_template)
             self.check(authid, path, privs, any_=bool(options.get("any")))
         elif op == "userid-param":
-            if params.get("userid", "").split("!")[0] != authid.split("!")[0]:
+            if params.get("userid", "").split("!")[0] != authid.split("!", maxsplit=1)[0]:
                 self.check(authid, "/access", ["User.Modify"])
         else:
             # userid-group and friends: only administrators pass

@@ -113,13 +113,17 @@ class SimulatedBackend:
 
     def addresses(self, node: str, vmid: int, config: Mapping[str, str]) -> list[GuestInterface] | None:
         started = self.running.get((node, vmid))
-        if started is None or "1" not in _agent_enabled(config):
+        if started is None or _agent_enabled(config) != "1":
             return None
         age = self.clock() - started
         if age < self.agent_delay:
             return None
-        interfaces = [GuestInterface("lo", "00:00:00:00:00:00", (("ipv4", "127.0.0.1", 8), ("ipv6", "::1", 128)))]
-        nets = sorted((k for k in config if k.startswith("net") and k[3:].isdigit()), key=lambda k: int(k[3:]))
+        interfaces = [
+            GuestInterface("lo", "00:00:00:00:00:00", (("ipv4", "127.0.0.1", 8), ("ipv6", "::1", 128)))
+        ]
+        nets = sorted(
+            (k for k in config if k.startswith("net") and k[3:].isdigit()), key=lambda k: int(k[3:])
+        )
         for position, key in enumerate(nets):
             index = key[3:]
             addresses = _ipconfig_addresses(config.get(f"ipconfig{index}", ""))

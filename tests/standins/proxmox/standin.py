@@ -1,4 +1,4 @@
-"""The stand-in: request pipeline (route, authenticate, verify, authorize, handle, verify response) and HTTPS."""
+"""The stand-in: the request pipeline (route, authenticate, verify, authorize, handle, check) and HTTPS."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import trustme
 
 from tests.standins.proxmox import validation
 from tests.standins.proxmox.api import HANDLERS, Faults, ProxmoxApi, Request
@@ -122,7 +124,9 @@ class ProxmoxStandin:
 
     # -- configuration --------------------------------------------------------------------------------
 
-    def add_user(self, userid: str, password: str | None = None, privileges: Mapping[str, Iterable[str]] | None = None) -> None:
+    def add_user(
+        self, userid: str, password: str | None = None, privileges: Mapping[str, Iterable[str]] | None = None
+    ) -> None:
         """A user; ``privileges`` maps ACL paths to privilege names (None: every privilege, like root)."""
         with self.cluster.lock:
             self.auth.add_user(userid, password, privileges)
@@ -134,7 +138,7 @@ class ProxmoxStandin:
         privsep: bool = False,
         privileges: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
-        """An API token ``user@realm!name``. With ``privsep`` it has only ``privileges`` (within the user's)."""
+        """An API token ``user@realm!name``; with ``privsep`` only ``privileges`` (within the user's)."""
         with self.cluster.lock:
             self.auth.add_token(tokenid, secret, privsep, privileges)
 
@@ -147,7 +151,9 @@ class ProxmoxStandin:
         self.remote_files[url] = remote
         return remote
 
-    def add_volume(self, node: str, volid: str, size: int, fmt: str, content: str, vmid: int | None = None) -> None:
+    def add_volume(
+        self, node: str, volid: str, size: int, fmt: str, content: str, *, vmid: int | None = None
+    ) -> None:
         with self.cluster.lock:
             self.cluster.add_volume(Volume(volid, node, size, fmt, content, vmid=vmid))
 
@@ -187,7 +193,7 @@ class ProxmoxStandin:
         self, method: str, path: str, params: Mapping[str, Any], headers: Mapping[str, str]
     ) -> tuple[int, str, dict[str, Any] | None, dict[str, str]]:
         """Answer one API request (``path`` without ``/api2/json``): (status, reason, body, headers)."""
-        flat = {k: v for k, v in params.items()}
+        flat = dict(params)
         try:
             with self.cluster.lock:
                 self.cluster.advance()
@@ -211,17 +217,27 @@ class ProxmoxStandin:
             raise ApiError(501, f"Method '{method} {path}' not implemented")
         for name, value in path_params.items():
             if name in params and params[name] != value:
-                raise ApiError(400, "Parameter verification failed.", {name: "duplicate parameter (already defined in URI)"})
+                raise ApiError(
+                    400,
+                    "Parameter verification failed.",
+                    {name: "duplicate parameter (already defined in URI)"},
+                )
             params[name] = value
         errors = validation.verify_parameters(endpoint.parameters, params)
         if errors:
-            self.schema_violations.append(SchemaViolation(method, schema_path, {k: str(v) for k, v in params.items()}, errors))
+            self.schema_violations.append(
+                SchemaViolation(method, schema_path, {k: str(v) for k, v in params.items()}, errors)
+            )
             raise ApiError(400, "Parameter verification failed.", errors)
         if "node" in path_params and path_params["node"] not in self.cluster.nodes:
             node = path_params["node"]
-            raise ApiError(500, f"hostname lookup '{node}' failed - failed to get address info for: {node}: Name or service not known")
+            raise ApiError(
+                500,
+                f"hostname lookup '{node}' failed - failed to get address info for: {node}: "
+                "Name or service not known",
+            )
         if "node" in path_params and not self.cluster.node_online[path_params["node"]]:
-            raise ApiError(595, f"Connection refused")
+            raise ApiError(595, "Connection refused")
         if authid is not None and "!" in authid and not endpoint.allowtoken:
             raise ApiError(401, "API tokens are not allowed for this API call")
         text_params = {k: validation._text(v) for k, v in params.items()}
@@ -231,7 +247,11 @@ class ProxmoxStandin:
             return self._ok(endpoint, method, schema_path, text_params, data)
         handler = HANDLERS.get((method, schema_path))
         if handler is None:
-            raise ApiError(501, f"Method '{method} {schema_path}' is part of the Proxmox VE API but not modelled by this stand-in")
+            raise ApiError(
+                501,
+                f"Method '{method} {schema_path}' is part of the Proxmox VE API "
+                "but not modelled by this stand-in",
+            )
         data = handler(self.api, Request(method, schema_path, text_params, authid or ""))
         return self._ok(endpoint, method, schema_path, text_params, data)
 
@@ -249,7 +269,9 @@ class ProxmoxStandin:
     # -- HTTPS ------------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def serve_https(self, host: str = "127.0.0.1", port: int = 0, ca_out: str | Path | None = None) -> Iterator[Server]:
+    def serve_https(
+        self, host: str = "127.0.0.1", port: int = 0, ca_out: str | Path | None = None
+    ) -> Iterator[Server]:
         """Serve in a thread with a certificate from a throwaway CA (trustme); yields a ``Server``."""
         httpd, ca_path, tmpdir = self._make_server(host, port, ca_out)
         thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -257,7 +279,13 @@ class ProxmoxStandin:
         thread.start()
         ticker.start()
         try:
-            yield Server(f"https://{host}:{httpd.server_address[1]}", host, int(httpd.server_address[1]), ca_path, httpd)
+            yield Server(
+                f"https://{host}:{httpd.server_address[1]}",
+                host,
+                int(httpd.server_address[1]),
+                ca_path,
+                httpd,
+            )
         finally:
             ticker.stop()
             httpd.shutdown()
@@ -279,8 +307,6 @@ class ProxmoxStandin:
     def _make_server(
         self, host: str, port: int, ca_out: str | Path | None
     ) -> tuple[ThreadingHTTPServer, str, tempfile.TemporaryDirectory[str] | None]:
-        import trustme
-
         ca = trustme.CA()
         names = [host, "localhost", *self.cluster.nodes]
         cert = ca.issue_cert(*names)
@@ -365,7 +391,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if not parsed.path.startswith(API_PREFIX + "/") and parsed.path != API_PREFIX:
-            self._send(501, "no such uri" if parsed.path.startswith("/api2/") else "Not Implemented", None, {})
+            self._send(
+                501, "no such uri" if parsed.path.startswith("/api2/") else "Not Implemented", None, {}
+            )
             return
         if raw and method not in ("POST", "PUT"):
             self._send(501, f"Unexpected content for method '{method}'", None, {})
@@ -383,11 +411,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     return
                 if isinstance(body, dict):
                     for key, value in body.items():
-                        params[key] = value if not isinstance(value, bool) else value
+                        params[key] = value
             else:
                 for key, value in urllib.parse.parse_qsl(raw.decode("utf-8"), keep_blank_values=True):
                     params[key] = value
-        headers = {k: v for k, v in self.headers.items()}
+        headers = dict(self.headers.items())
         path = parsed.path[len(API_PREFIX) :] or "/"
         status, reason, body, extra = self.standin.handle(method, path, params, headers)
         if status == 401 and self.standin.unauthorized_delay:
@@ -396,7 +424,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, reason: str, body: dict[str, Any] | None, extra: Mapping[str, str]) -> None:
         payload = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
-        reason_line = reason.split("\n")[0] or HTTPStatus(status).phrase
+        reason_line = reason.split("\n", maxsplit=1)[0] or HTTPStatus(status).phrase
         self.send_response_only(status, reason_line)
         self.send_header("Server", self.server_version)
         self.send_header("Date", self.date_time_string())

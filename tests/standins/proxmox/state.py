@@ -245,6 +245,7 @@ class Cluster:
         task_type: str,
         task_id: str,
         user: str,
+        *,
         duration: float,
         work: Callable[[Task], None] | None,
         locks: Iterable[int] = (),

@@ -424,8 +424,12 @@ _CICUSTOM_FORMAT: dict[str, Any] = {
 }
 _BOOT_FORMAT: dict[str, Any] = {
     "legacy": {"type": "string", "pattern": "[acdn]{1,4}", "optional": 1, "default_key": 1},
-    "order": {"type": "string", "pattern": r"(?:ide|sata|scsi|virtio|efidisk|tpmstate|net|usb|hostpci)\d+"
-              r"(?:;(?:ide|sata|scsi|virtio|efidisk|tpmstate|net|usb|hostpci)\d+)*", "optional": 1},
+    "order": {
+        "type": "string",
+        "pattern": r"(?:ide|sata|scsi|virtio|efidisk|tpmstate|net|usb|hostpci)\d+"
+        r"(?:;(?:ide|sata|scsi|virtio|efidisk|tpmstate|net|usb|hostpci)\d+)*",
+        "optional": 1,
+    },
 }
 _CPU_FORMAT: dict[str, Any] = {
     "cputype": {"type": "string", "optional": 1, "default_key": 1, "pattern": r"[a-zA-Z0-9_.\-]+"},
@@ -515,7 +519,9 @@ def _parse_boolean_word(value: str) -> str:
     return value
 
 
-def print_property_string(fmt: Mapping[str, Any], values: Mapping[str, str], order: list[str] | None = None) -> str:
+def print_property_string(
+    fmt: Mapping[str, Any], values: Mapping[str, str], order: list[str] | None = None
+) -> str:
     """Render a parsed property string back, default key first and without ``key=``."""
     parts: list[str] = []
     default_key = next((k for k, s in fmt.items() if s.get("default_key")), None)
@@ -715,13 +721,18 @@ def check_prop(value: Any, schema: Mapping[str, Any], path: str, errors: dict[st
             return
     enum = schema.get("enum")
     if enum and shown not in [str(e) for e in enum]:
-        add_error(errors, path, f"value '{shown}' does not have a value in the enumeration '{', '.join(map(str, enum))}'")
+        add_error(
+            errors,
+            path,
+            f"value '{shown}' does not have a value in the enumeration '{', '.join(map(str, enum))}'",
+        )
 
 
 def check_object(
     path: str,
     properties: Mapping[str, Any],
     value: Mapping[str, Any],
+    *,
     additional_properties: Any,
     errors: dict[str, str],
     values_are_text: bool,
