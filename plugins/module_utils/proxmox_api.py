@@ -225,8 +225,11 @@ class ProxmoxClient:
         text = [entry.get("t", "") for entry in log if isinstance(entry, dict)]
         return [line for line in text if line and line != "no content"][-lines:]
 
-    def wait_task(self, upid, what, timeout=1800, poll=1.0):
-        """Poll a task until it stops; raise with the log's last lines when it failed."""
+    def wait_task(self, upid, what, timeout=1800, poll=0.2, max_poll=2.0):
+        """Poll a task until it stops; raise with the log's last lines when it failed.
+
+        Polls quickly first (most tasks take a second or two) and then every ``max_poll`` seconds.
+        """
         if not upid:
             return {"exitstatus": "OK", "warnings": []}
         node = upid_node(upid)
@@ -254,6 +257,7 @@ class ProxmoxClient:
                     + "\n".join(tail)
                 )
             self.sleep(poll)
+            poll = min(poll * 1.5, max_poll)
 
     def run_task(self, method, path, what, timeout=1800, **data):
         upid = self.call(method, path, action=what, **data)
