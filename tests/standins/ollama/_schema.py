@@ -67,8 +67,8 @@ class _Generator:
             merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
             for branch in schema["allOf"]:
                 if isinstance(branch, Mapping):
-                    part = self._resolve(branch, depth + 1)
-                    for key, val in part.items():
+                    resolved = self._resolve(branch, depth + 1)
+                    for key, val in resolved.items():
                         if key == "properties" and isinstance(val, Mapping):
                             merged["properties"] = {**merged.get("properties", {}), **val}
                         elif key == "required" and isinstance(val, list):
@@ -188,46 +188,41 @@ class _Generator:
         return text
 
     def _numeric(self, schema: Mapping[str, Any], name: str, *, integer: bool) -> int | float:
-        lo = schema.get("minimum")
-        hi = schema.get("maximum")
-        xlo = schema.get("exclusiveMinimum")
-        xhi = schema.get("exclusiveMaximum")
-        # draft-04 boolean exclusives
-        if xlo is True:
+        lo, hi = _num(schema.get("minimum")), _num(schema.get("maximum"))
+        xlo, xhi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+        if xlo is True:  # draft-04: a boolean beside minimum
             xlo, lo = lo, None
         if xhi is True:
             xhi, hi = hi, None
-        step = schema.get("multipleOf")
-        low = -math.inf
-        high = math.inf
-        if isinstance(lo, int | float) and not isinstance(lo, bool):
-            low = lo
-        if isinstance(hi, int | float) and not isinstance(hi, bool):
-            high = hi
-        strict_low = isinstance(xlo, int | float) and not isinstance(xlo, bool)
-        strict_high = isinstance(xhi, int | float) and not isinstance(xhi, bool)
-        if strict_low and xlo >= low:
-            low = xlo
-        if strict_high and xhi <= high:
-            high = xhi
-        unit = step if isinstance(step, int | float) and not isinstance(step, bool) and step > 0 else None
-        if integer and unit is None:
-            unit = 1
-        if unit is None:
-            unit = 0.5
-        # pick a deterministic multiple of `unit` inside [low, high]
+        low, high = (-math.inf if lo is None else lo), (math.inf if hi is None else hi)
+        strict_low = strict_high = False
+        exclusive_low, exclusive_high = _num(xlo), _num(xhi)
+        if exclusive_low is not None and exclusive_low >= low:
+            low, strict_low = exclusive_low, True
+        if exclusive_high is not None and exclusive_high <= high:
+            high, strict_high = exclusive_high, True
+        step = _num(schema.get("multipleOf"))
+        unit: float = step if step is not None and step > 0 else (1 if integer else 0.5)
+        # a deterministic multiple of `unit` inside the bounds
         span_lo = low if low != -math.inf else (high - 10 * unit if high != math.inf else 0)
         span_hi = high if high != math.inf else span_lo + 10 * unit
         first = math.ceil(span_lo / unit)
         last = math.floor(span_hi / unit)
         candidates = list(range(first, min(last, first + 999) + 1)) or [first]
-        candidates = [
+        inside = [
             k
             for k in candidates
             if not (strict_low and k * unit <= low) and not (strict_high and k * unit >= high)
-        ] or candidates
-        k = candidates[self._number(name) % len(candidates)]
-        value = k * unit
+        ]
+        chosen = (inside or candidates)[self._number(name) % len(inside or candidates)]
+        value = chosen * unit
         if integer or (isinstance(unit, int) and float(value).is_integer()):
             return round(value)
         return float(value)
+
+
+def _num(value: Any) -> float | None:
+    """A JSON number (not a boolean), else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return None

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import re
 import threading
@@ -49,6 +50,7 @@ JSON_TYPE: Final = "application/json; charset=utf-8"
 NDJSON_TYPE: Final = "application/x-ndjson"
 
 _FOREVER: Final = MAX_DURATION
+_log = logging.getLogger(__name__)
 _CLOSING: Final = web.AppKey("closing", asyncio.Event)
 
 
@@ -249,9 +251,8 @@ def _split(text: str, chunks: int | None) -> list[str]:
     if chunks is None:
         return _WORDS.findall(text)
     chunks = max(1, min(chunks, len(text)))
-    step = len(text) / chunks
-    bounds = [round(i * step) for i in range(chunks + 1)]
-    return [text[bounds[i] : bounds[i + 1]] for i in range(chunks) if bounds[i] < bounds[i + 1]]
+    bounds = [len(text) * i // chunks for i in range(chunks + 1)]
+    return [text[bounds[i] : bounds[i + 1]] for i in range(chunks)]
 
 
 def _conversation(kind: str, body: Mapping[str, Any]) -> tuple[str, str]:
@@ -468,12 +469,17 @@ class OllamaStandin:
         try:
             response = await handler(request, rec)
         except _Refusal as refusal:
-            rec.outcome = "error"
-            response = web.Response(status=refusal.status, body=_error_body(refusal.message), content_type="")
-            response.headers["Content-Type"] = JSON_TYPE
+            if rec.outcome == "pending":
+                rec.outcome = "error"
+            response = self._json({"error": refusal.message}, refusal.status)
         except asyncio.CancelledError:
-            rec.outcome = "cancelled"
+            if rec.outcome == "pending":
+                rec.outcome = "cancelled"
             raise
+        except Exception as exc:  # a bug of the stand-in: say so the way Ollama reports internal errors
+            _log.exception("Ollama stand-in failed on %s %s", request.method, path)
+            rec.outcome = "error"
+            response = self._json({"error": f"ollama stand-in: {exc!r}"}, 500)
         finally:
             rec.end = time.monotonic()
             with self._lock:
@@ -545,10 +551,12 @@ class OllamaStandin:
         else:
             self._loaded[key] = time.time_ns() + min(duration, 292 * 365 * 86400 * 1_000_000_000)
 
-    @staticmethod
-    async def _hang(request: web.Request) -> web.StreamResponse:
+    @classmethod
+    async def _hang(cls, request: web.Request) -> web.StreamResponse:
+        """Never answer; when the server shuts down, drop the connection (as a killed server would)."""
         await request.app[_CLOSING].wait()
-        return web.Response(status=503)
+        cls._drop(request)
+        raise asyncio.CancelledError
 
     @staticmethod
     def _drop(request: web.Request) -> None:
@@ -752,7 +760,6 @@ class OllamaStandin:
         await asyncio.sleep(b.latency)
         if failure in ("hang", "stall"):
             await self._hang(request)
-            raise _Refusal(503, "server shutting down")
         if failure == "disconnect":
             self._drop(request)
             raise asyncio.CancelledError
@@ -1162,39 +1169,42 @@ class _Generation:
         return [(i * 7919 + 13) % 32000 for i in range(self.context or 0)]
 
     def final(self, first: int) -> bytes:
-        return go_json(self._final(first, "", "", [])) + b"\n"
+        return go_json(self._final(first, "", "", [], None)) + b"\n"
 
     def whole(self, first: int) -> dict[str, Any]:
         content = "".join(t for k, t in self.pieces if k == "content")
         thinking = "".join(t for k, t in self.pieces if k == "thinking")
-        out = self._final(first, content, thinking, self.tool_calls)
-        if self.logprobs:
-            out["logprobs"] = [lp for _, t in self.pieces for lp in self._logprobs(t)]
-        return out
+        logprobs = [lp for _, t in self.pieces for lp in self._logprobs(t)] if self.logprobs else None
+        return self._final(first, content, thinking, self.tool_calls, logprobs)
 
     def _final(
-        self, first: int, content: str, thinking: str, tool_calls: list[dict[str, Any]]
+        self,
+        first: int,
+        content: str,
+        thinking: str,
+        tool_calls: list[dict[str, Any]],
+        logprobs: list[dict[str, Any]] | None,
     ) -> dict[str, Any]:
-        now = rfc3339nano()
+        """The last chunk (or the whole answer), fields in the order of ChatResponse / GenerateResponse."""
+        out: dict[str, Any] = {"model": self.raw_name, "created_at": rfc3339nano()}
         if self.chat:
             message: dict[str, Any] = {"role": "assistant", "content": content}
             if thinking:
                 message["thinking"] = thinking
             if tool_calls:
                 message["tool_calls"] = tool_calls
-            out: dict[str, Any] = {
-                "model": self.raw_name,
-                "created_at": now,
-                "message": message,
-                "done": True,
-                "done_reason": self.done_reason,
-            }
-            return {**out, **self._metrics(first)}
-        out = {"model": self.raw_name, "created_at": now, "response": content}
+            out.update(message=message, done=True, done_reason=self.done_reason)
+            if logprobs:
+                out["logprobs"] = logprobs
+            out.update(self._metrics(first))
+            return out
+        out["response"] = content
         if thinking:
             out["thinking"] = thinking
-        out["done"] = True
-        out["done_reason"] = self.done_reason
+        out.update(done=True, done_reason=self.done_reason)
         if self.context is not None:
             out["context"] = self._context()
-        return {**out, **self._metrics(first)}
+        out.update(self._metrics(first))
+        if logprobs:
+            out["logprobs"] = logprobs
+        return out
