@@ -144,11 +144,17 @@ class ProxmoxApi:
         work: Callable[[Task], None] | None,
         *,
         locks: tuple[int, ...] = (),
+        shared_locks: tuple[int, ...] = (),
         lock_timeout_is_task_error: bool = True,
     ) -> str:
+        """Start a task; ``locks`` are held exclusively while it runs, ``shared_locks`` only need to be free.
+
+        A lock that cannot be had (held by a running task, or an injected timeout) makes the task fail
+        with Proxmox's "can't lock file ... - got timeout" after ``lock_wait`` seconds.
+        """
         node = req.params["node"]
         failure = self.standin.faults.take_task_failure(task_type)
-        for vmid in locks:
+        for vmid in (*shared_locks, *locks):
             if self._lock_busy(vmid):
                 if not lock_timeout_is_task_error:
                     raise ApiError(500, lock_message(vmid))
@@ -176,7 +182,7 @@ class ProxmoxApi:
     @staticmethod
     def check_config_lock(vm: VmState, skiplock: bool = False) -> None:
         if not skiplock and vm.config.get("lock"):
-            raise ApiError(500, f"VM {vm.vmid} is locked ({vm.config['lock']})")
+            raise ApiError(500, f"VM is locked ({vm.config['lock']})")
 
     def vm_running(self, vm: VmState) -> bool:
         return self.standin.backend.status(vm.node, vm.vmid) == "running"
@@ -965,7 +971,7 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
     if "tags" in params:
         params["tags"] = _normalize_tags(params["tags"])
     if digest and digest != config_digest(vm.config):
-        raise ApiError(500, "detected modified configuration - file changed by other user? Try again.")
+        raise ApiError(500, "checksum mismatch (file change by other user?)")
     api.check_config_lock(vm, skiplock)
     if vm.config.get("template") == "1":
         for key in params:
@@ -976,7 +982,7 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
 
     def update(task: Task | None) -> None:
         if digest and digest != config_digest(vm.config):
-            raise TaskFailed("detected modified configuration - file changed by other user? Try again.")
+            raise TaskFailed("checksum mismatch (file change by other user?)")
         running = api.vm_running(vm)
         for key in delete:
             if key not in vm.config and key not in vm.pending:
@@ -1233,8 +1239,15 @@ def clone_vm(api: ProxmoxApi, req: Request) -> Any:
         if task.upid == upid and task.exitstatus != "OK" and api.cluster.vms.get(newid) is placeholder:
             del api.cluster.vms[newid]
 
+    # a running or plain VM is locked exclusively while it is cloned, a template only shared
+    source_locks = (vm.vmid,) if not is_template or api.vm_running(vm) else ()
     upid = api.task(
-        req, "qmclone", str(vm.vmid), work, locks=(newid,) + ((vm.vmid,) if not is_template else ())
+        req,
+        "qmclone",
+        str(vm.vmid),
+        work,
+        locks=(newid, *source_locks),
+        shared_locks=() if source_locks else (vm.vmid,),
     )
     api.cluster.on_task_finish(cleanup)
     return upid
@@ -1263,7 +1276,7 @@ def resize_vm(api: ProxmoxApi, req: Request) -> Any:
         if digest and digest != config_digest(vm.config):
             raise TaskFailed("checksum mismatch (file change by other user?)")
         if not skiplock and vm.config.get("lock"):
-            raise TaskFailed(f"VM {vm.vmid} is locked ({vm.config['lock']})")
+            raise TaskFailed(f"VM is locked ({vm.config['lock']})")
         if disk not in vm.config:
             raise TaskFailed(f"disk '{disk}' does not exist")
         drive = api.parse_drive(disk, vm.config[disk])
@@ -1428,11 +1441,10 @@ def destroy_vm(api: ProxmoxApi, req: Request) -> Any:
 @route("GET", "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces")
 def agent_interfaces(api: ProxmoxApi, req: Request) -> Any:
     vm = api.vm(req)
+    if "agent" not in vm.config:
+        raise ApiError(500, "No QEMU guest agent configured")
     if not api.vm_running(vm):
         raise ApiError(500, f"VM {vm.vmid} is not running")
-    agent = vm.config.get("agent", "0").split(",")[0].removeprefix("enabled=")
-    if agent != "1":
-        raise ApiError(500, "No QEMU guest agent configured")
     queued = api.standin.faults.agent_errors.get(vm.vmid)
     if queued:
         raise ApiError(500, queued.pop(0))

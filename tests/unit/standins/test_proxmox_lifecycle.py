@@ -208,7 +208,7 @@ def test_clone_is_a_task_that_takes_its_time(lab: tuple[ProxmoxStandin, Server, 
     assert first["status"] == "running"
     assert "exitstatus" not in first
     assert api.nodes("pve1").qemu(160).status.current.get()["lock"] == "clone"
-    with pytest.raises(ResourceException, match=r"VM 160 is locked \(clone\)"):
+    with pytest.raises(ResourceException, match=r"VM is locked \(clone\)"):
         api.nodes("pve1").qemu(160).config.put(name="other")
     assert wait_task(api, "pve1", upid)["exitstatus"] == "OK"
     assert "lock" not in api.nodes("pve1").qemu(160).config.get()
