@@ -175,7 +175,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         message = exc.reason if exc.status != 405 else f"{request.method} is not allowed on {request.path}"
-        return _error(api.ApiError(exc.status, message), exc.headers)
+        kept = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return _error(api.ApiError(exc.status, message), kept)
     except asyncio.CancelledError:
         status = 499
         raise
