@@ -62,6 +62,14 @@ class ProxmoxError(Exception):
     """An error whose message is ready for the operator."""
 
 
+class TaskFailed(ProxmoxError):
+    """A Proxmox task stopped with an exit status other than OK."""
+
+    def __init__(self, message, exitstatus):
+        super().__init__(message)
+        self.exitstatus = exitstatus
+
+
 def _bool_to_int(value):
     if isinstance(value, bool):
         return 1 if value else 0
@@ -246,8 +254,8 @@ class ProxmoxClient:
                     return {"exitstatus": exitstatus, "warnings": [t for t in tail if "WARN" in t.upper()]}
                 tail = self.task_log_tail(node, upid)
                 detail = "\n".join(tail) if tail else "(the task log is empty)"
-                raise ProxmoxError(
-                    f"{what} failed on {node}: {exitstatus}\nlast lines of the task log:\n{detail}"
+                raise TaskFailed(
+                    f"{what} failed on {node}: {exitstatus}\nlast lines of the task log:\n{detail}", exitstatus
                 )
             if time.monotonic() > deadline:
                 tail = self.task_log_tail(node, upid)
@@ -260,8 +268,18 @@ class ProxmoxClient:
             poll = min(poll * 1.5, max_poll)
 
     def run_task(self, method, path, what, timeout=1800, **data):
-        upid = self.call(method, path, action=what, **data)
-        return self.wait_task(upid, what, timeout=timeout)
+        """Start a task and wait for it; a task that failed on a lock is started again with backoff."""
+        delay = self.lock_backoff
+        for attempt in range(self.lock_retries + 1):
+            upid = self.call(method, path, action=what, **data)
+            try:
+                return self.wait_task(upid, what, timeout=timeout)
+            except TaskFailed as exc:
+                if attempt >= self.lock_retries or not self._is_lock_error(exc.exitstatus):
+                    raise
+                self.sleep(delay)
+                delay = min(delay * 2, 15)
+        raise ProxmoxError(f"gave up on {what}: the resource stayed locked")  # pragma: no cover
 
     # ------------------------------------------------------------------ lookups
     def version(self):
