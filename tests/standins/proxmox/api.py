@@ -769,7 +769,13 @@ def download_url(api: ProxmoxApi, req: Request) -> Any:
 
 
 def _encode_worker_id(text: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_.\-]", lambda m: "\\x" + format(ord(m.group(0)), "02x"), text)
+    """Worker IDs escape control and high-bit characters, ':' and '%' like URI escapes."""
+    return "".join(
+        c
+        if (0x20 <= ord(c) <= 0x24 or 0x26 <= ord(c) <= 0x39 or 0x3B <= ord(c) <= 0x7E)
+        else "".join(f"%{b:02X}" for b in c.encode())
+        for c in text
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1337,6 +1343,12 @@ def vm_status_current(api: ProxmoxApi, req: Request) -> Any:
 def _do_start(api: ProxmoxApi, vm: VmState, task: Task) -> None:
     if api.vm_running(vm):
         raise TaskFailed(f"VM {vm.vmid} already running")
+    for key in sorted(vm.config | vm.pending):
+        if key.startswith("net") and key[3:].isdigit():
+            net = validation.parse_property_string(api.drive_fmt(key), (vm.config | vm.pending)[key])
+            bridge = net.get("bridge")
+            if bridge and bridge not in api.standin.bridges:
+                raise TaskFailed(f"bridge '{bridge}' does not exist")
     for key in vm.pending_delete:
         vm.config.pop(key, None)
     vm.config.update(vm.pending)
@@ -1581,3 +1593,179 @@ def access_permissions(api: ProxmoxApi, req: Request) -> Any:
             continue
         result[path or acl_path] = {**result.get(path or acl_path, {}), **dict.fromkeys(sorted(privs), 1)}
     return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# smaller read-only endpoints a preflight uses, and volume removal
+
+
+@route("GET", "/nodes/{node}/version")
+def node_version(api: ProxmoxApi, req: Request) -> Any:
+    return {"version": PVE_VERSION, "release": PVE_RELEASE, "repoid": PVE_REPOID}
+
+
+@route("GET", "/nodes/{node}/network")
+def node_network(api: ProxmoxApi, req: Request) -> Any:
+    node = req.params["node"]
+    kind = req.params.get("type")
+    index = api.cluster.nodes.index(node) + 1
+    interfaces: list[dict[str, Any]] = [
+        {
+            "iface": "eno1",
+            "type": "eth",
+            "active": 1,
+            "exists": 1,
+            "method": "manual",
+            "method6": "manual",
+            "families": ["inet"],
+            "priority": 1,
+        },
+    ]
+    for position, bridge in enumerate(api.standin.bridges):
+        entry: dict[str, Any] = {
+            "iface": bridge,
+            "type": "bridge",
+            "active": 1,
+            "autostart": 1,
+            "method": "manual",
+            "method6": "manual",
+            "families": ["inet"],
+            "bridge_ports": "eno1" if position == 0 else "",
+            "bridge_stp": "off",
+            "bridge_fd": "0",
+            "priority": 2 + position,
+        }
+        if position == 0:
+            entry.update(
+                {
+                    "method": "static",
+                    "cidr": f"192.168.77.{10 + index}/24",
+                    "address": f"192.168.77.{10 + index}",
+                    "netmask": "24",
+                    "gateway": "192.168.77.1",
+                }
+            )
+        interfaces.append(entry)
+    if kind in ("bridge", "any_bridge", "any_local_bridge"):
+        return [i for i in interfaces if i["type"] == "bridge"]
+    if kind:
+        return [i for i in interfaces if i["type"] == kind]
+    return interfaces
+
+
+@route("GET", "/cluster/tasks")
+def cluster_tasks(api: ProxmoxApi, req: Request) -> Any:
+    result = []
+    for task in sorted(api.cluster.tasks.values(), key=lambda t: (t.starttime, t.pid), reverse=True):
+        entry: dict[str, Any] = {
+            "upid": task.upid,
+            "node": task.node,
+            "pid": task.pid,
+            "pstart": task.pstart,
+            "starttime": task.starttime,
+            "type": task.type,
+            "id": task.id,
+            "user": task.user.split("!")[0],
+        }
+        if task.status == "stopped":
+            entry["endtime"] = task.endtime or task.starttime
+            entry["status"] = task.exitstatus
+        result.append(entry)
+    return result
+
+
+@route("GET", "/pools")
+def list_pools(api: ProxmoxApi, req: Request) -> Any:
+    return []
+
+
+@route("GET", "/storage/{storage}")
+def storage_config(api: ProxmoxApi, req: Request) -> Any:
+    scfg = api.cluster.storages.get(req.params["storage"])
+    if scfg is None:
+        raise ApiError(500, f"storage '{req.params['storage']}' does not exist")
+    for entry in storage_index(api, Request("GET", "/storage", {}, req.authid)):
+        if entry["storage"] == scfg.storage:
+            return entry
+    raise ApiError(500, f"storage '{scfg.storage}' does not exist")
+
+
+def _content_volume(api: ProxmoxApi, req: Request) -> tuple[str, Volume]:
+    node = req.params["node"]
+    volume_param = req.params["volume"]
+    storage = req.params.get("storage")
+    volid = volume_param if ":" in volume_param or storage is None else f"{storage}:{volume_param}"
+    try:
+        store, _ = validation.parse_volume_id(volid)
+    except validation.FormatError as exc:
+        raise ApiError(500, str(exc)) from None
+    if storage is not None and store != storage:
+        raise ApiError(500, f"got volume from wrong storage ({store} != {storage})")
+    api.storage_for(store, node)
+    volume = api.cluster.find_volume(volid, node)
+    if volume is None:
+        raise ApiError(500, f"volume '{volid}' does not exist")
+    return store, volume
+
+
+@route("GET", "/nodes/{node}/storage/{storage}/content/{volume}")
+def volume_attributes(api: ProxmoxApi, req: Request) -> Any:
+    store, volume = _content_volume(api, req)
+    api.check(req.authid, f"/storage/{store}", ["Datastore.Audit", "Datastore.AllocateSpace"], any_=True)
+    scfg = api.cluster.storages[store]
+    name = volume.volid.split(":", 1)[1]
+    if scfg.file_based:
+        sub = {
+            "iso": "template/iso/" + name.removeprefix("iso/"),
+            "import": name,
+            "vztmpl": "template/cache/" + name.removeprefix("vztmpl/"),
+        }.get(volume.content, f"images/{name}")
+        path = f"/var/lib/vz/{sub}"
+    else:
+        path = f"/dev/pve/{name.split('/')[-1]}"
+    data: dict[str, Any] = {
+        "path": path,
+        "size": volume.size,
+        "used": volume.size // 10,
+        "format": volume.format,
+    }
+    if volume.notes:
+        data["notes"] = volume.notes
+    return data
+
+
+@route("DELETE", "/nodes/{node}/storage/{storage}/content/{volume}")
+def volume_delete(api: ProxmoxApi, req: Request) -> Any:
+    store, volume = _content_volume(api, req)
+    api.check(req.authid, f"/storage/{store}", ["Datastore.Allocate"])
+    node = req.params["node"]
+
+    def work(task: Task) -> None:
+        api.cluster.remove_volume(volume.volid, node)
+        task.log.append(f"Removed volume '{volume.volid}'")
+
+    worker_id = f"{volume.vmid}@{store}" if volume.vmid is not None else store
+    upid = api.task(req, "imgdel", worker_id, work)
+    delay = req.params.get("delay")
+    if delay is not None and api.duration("imgdel") <= int(delay):
+        task = api.cluster.tasks[upid]
+        task.finish_at = api.cluster.clock()
+        api.cluster.advance()
+        if task.exitstatus == "OK":
+            return None
+        raise ApiError(500, task.exitstatus or "unknown error")
+    return upid
+
+
+@route("POST", "/nodes/{node}/qemu/{vmid}/status/reboot")
+def vm_reboot(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    api.check_config_lock(vm)
+    if not api.vm_running(vm):
+        raise ApiError(500, f"VM {vm.vmid} not running")
+
+    def work(task: Task) -> None:
+        _do_stop(api, vm)
+        _do_start(api, vm, task)
+
+    return api.task(req, "qmreboot", str(vm.vmid), work, locks=(vm.vmid,))

@@ -46,7 +46,7 @@ class Endpoint:
 @dataclass
 class _Node:
     literal: dict[str, _Node] = field(default_factory=dict)
-    param: tuple[str, _Node] | None = None
+    params: dict[str, _Node] = field(default_factory=dict)
     methods: dict[str, Endpoint] = field(default_factory=dict)
     path: str | None = None
 
@@ -76,10 +76,7 @@ class ApiSchema:
         node = self._root
         for segment in [s for s in path.split("/") if s]:
             if segment.startswith("{") and segment.endswith("}"):
-                name = segment[1:-1]
-                if node.param is None:
-                    node.param = (name, _Node())
-                node = node.param[1]
+                node = node.params.setdefault(segment[1:-1], _Node())
             else:
                 node = node.literal.setdefault(segment, _Node())
         node.path = path
@@ -98,9 +95,10 @@ class ApiSchema:
                 found = walk(child, index + 1, params)
                 if found:
                     return found
-            if node.param is not None:
-                name, child = node.param
-                return walk(child, index + 1, {**params, name: segment})
+            for name, child in node.params.items():
+                found = walk(child, index + 1, {**params, name: segment})
+                if found:
+                    return found
             return None
 
         found = walk(self._root, 0, {})

@@ -110,6 +110,7 @@ class ProxmoxStandin:
         self.requests: list[LoggedRequest] = []
         self.schema_violations: list[SchemaViolation] = []
         self.response_violations: list[SchemaViolation] = []
+        self.bridges: list[str] = ["vmbr0"]
         self.node_cpus = 8
         self.node_memory = 64 * GIB
         self.ssl_fingerprint = ":".join(["AB"] * 32)
