@@ -254,9 +254,8 @@ class ProxmoxClient:
                     return {"exitstatus": exitstatus, "warnings": [t for t in tail if "WARN" in t.upper()]}
                 tail = self.task_log_tail(node, upid)
                 detail = "\n".join(tail) if tail else "(the task log is empty)"
-                raise TaskFailed(
-                    f"{what} failed on {node}: {exitstatus}\nlast lines of the task log:\n{detail}", exitstatus
-                )
+                message = f"{what} failed on {node}: {exitstatus}\nlast lines of the task log:\n{detail}"
+                raise TaskFailed(message, exitstatus)
             if time.monotonic() > deadline:
                 tail = self.task_log_tail(node, upid)
                 raise ProxmoxError(

@@ -1,4 +1,4 @@
-"""Fixtures: a fresh Proxmox VE stand-in per test (HTTPS on 127.0.0.1 with its own CA) and an inventory for it."""
+"""Fixtures: a fresh Proxmox VE stand-in per test (HTTPS on 127.0.0.1, its own CA) and an inventory for it."""
 
 from __future__ import annotations
 

@@ -89,8 +89,8 @@ def write_inventory(
         "gorkheavy_network_search_domain": "lan",
         "gorkheavy_proxmox_api_host": host,
         "gorkheavy_proxmox_api_port": int(port),
-        "gorkheavy_proxmox_api_user": TOKEN_ID.split("!")[0],
-        "gorkheavy_proxmox_api_token_id": TOKEN_ID.split("!")[1],
+        "gorkheavy_proxmox_api_user": TOKEN_ID.split("!", maxsplit=1)[0],
+        "gorkheavy_proxmox_api_token_id": TOKEN_ID.split("!", maxsplit=1)[1],
         "gorkheavy_proxmox_api_token_secret": "{{ lookup('ansible.builtin.env', 'PROXMOX_TOKEN_SECRET') }}",
         "gorkheavy_proxmox_validate_certs": True,
         "gorkheavy_proxmox_ca_path": ca_path,
@@ -125,11 +125,7 @@ def run_playbook(
     secret: str | None = SECRET,
     timeout: int = 240,
 ) -> Run:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ANSIBLE_", "PROXMOX_"))
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ANSIBLE_", "PROXMOX_"))}
     env.update(
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
@@ -161,8 +157,4 @@ MUTATING = ("POST", "PUT", "DELETE")
 
 def mutating_requests(standin: Any, since: int = 0) -> list[Any]:
     """Requests after index ``since`` that could change the cluster (tickets excluded)."""
-    return [
-        r
-        for r in standin.requests[since:]
-        if r.method in MUTATING and r.path != "/access/ticket"
-    ]
+    return [r for r in standin.requests[since:] if r.method in MUTATING and r.path != "/access/ticket"]

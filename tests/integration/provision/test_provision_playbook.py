@@ -40,7 +40,8 @@ def test_first_run_creates_three_vms_and_second_run_changes_nothing(lab: Lab) ->
         assert "size=32G" in config["scsi0"]
         assert config["ciuser"] == "k3sadmin"
         assert unquote(config["sshkeys"]).strip() == harness.SSH_KEY
-        assert "%20" in config["sshkeys"] and "+" not in config["sshkeys"]
+        assert "%20" in config["sshkeys"]
+        assert "+" not in config["sshkeys"]
         assert config["ipconfig0"] == f"ip={want['address']}/24,gw=192.168.1.1"
         assert config["nameserver"] == "192.168.1.1 1.1.1.1"
         assert config["searchdomain"] == "lan"
@@ -52,7 +53,8 @@ def test_first_run_creates_three_vms_and_second_run_changes_nothing(lab: Lab) ->
         assert "cloudinit" in config["ide2"]
 
     template = lab.config("pve1", 9001)
-    assert "local:import/noble-server-cloudimg-amd64.qcow2" not in template["scsi0"]  # imported, not referenced
+    # The image was imported into the template's own disk, not referenced.
+    assert "local:import/noble-server-cloudimg-amd64.qcow2" not in template["scsi0"]
     downloads = [r for r in lab.standin.requests if r.path.endswith("/download-url")]
     assert len(downloads) == 3
     assert all(r.params["checksum"] == harness.IMAGE_SHA256 for r in downloads)
@@ -131,17 +133,29 @@ def test_missing_token_fails_before_any_request(lab: Lab) -> None:
 @pytest.mark.parametrize(
     ("host_vars", "group_vars", "message"),
     [
-        ({"k3s-agent-1": {"gorkheavy_vm_id": 42}}, {}, "VMID \"42\" is not a number from 100 to 999999999"),
-        ({"k3s-agent-1": {"gorkheavy_vm_id": "two-oh-two"}}, {}, "'two-oh-two'\" cannot be converted to an int"),
+        ({"k3s-agent-1": {"gorkheavy_vm_id": 42}}, {}, 'VMID "42" is not a number from 100 to 999999999'),
+        (
+            {"k3s-agent-1": {"gorkheavy_vm_id": "two-oh-two"}},
+            {},
+            "'two-oh-two'\" cannot be converted to an int",
+        ),
         ({"k3s-agent-2": {"gorkheavy_vm_id": 201}}, {}, "vmid 201 is given to more than one VM"),
-        ({"k3s-agent-2": {"gorkheavy_vm_address": "192.168.1.300"}}, {}, "is neither dhcp nor an IPv4 address"),
+        ({"k3s-agent-2": {"gorkheavy_vm_address": "10.0.0.300"}}, {}, "is neither dhcp nor an IPv4 address"),
         ({"k3s-agent-2": {"gorkheavy_vm_node": "pve9"}}, {}, "node 'pve9' is not part of the cluster"),
-        ({}, {"gorkheavy_proxmox_vm_storage": "ceph-fast"}, "storage 'ceph-fast' does not exist on node pve1"),
+        ({}, {"gorkheavy_proxmox_vm_storage": "ceph"}, "storage 'ceph' does not exist on node pve1"),
         ({}, {"gorkheavy_proxmox_image_storage": "local-lvm"}, "does not allow content import"),
         ({}, {"gorkheavy_ssh_public_keys": []}, "no SSH public key"),
     ],
-    ids=["vmid-range", "vmid-text", "vmid-twice", "address", "unknown-node", "missing-storage", "no-import",
-         "no-keys"],
+    ids=[
+        "vmid-range",
+        "vmid-text",
+        "vmid-twice",
+        "address",
+        "unknown-node",
+        "missing-storage",
+        "no-import",
+        "no-keys",
+    ],
 )
 def test_bad_variables_fail_before_any_change(
     lab: Lab, host_vars: dict[str, dict[str, object]], group_vars: dict[str, object], message: str
