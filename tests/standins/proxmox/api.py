@@ -1486,16 +1486,33 @@ def agent_ping(api: ProxmoxApi, req: Request) -> Any:
 # tasks
 
 
+UPID_RE = re.compile(
+    r"^UPID:([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):([0-9A-Fa-f]{8}):([0-9A-Fa-f]{8,9}):([0-9A-Fa-f]{8}):"
+    r"([^:\s]+):([^:\s]*):([^:\s]+):$"
+)
+
+
+def _task_visible(api: ProxmoxApi, task: Task, authid: str) -> bool:
+    """A token sees its own tasks, a user those of the user and of its tokens; others need Sys.Audit."""
+    if authid in (task.user, task.user.split("!")[0]):
+        return True
+    try:
+        api.check(authid, f"/nodes/{task.node}", ["Sys.Audit"])
+    except ApiError:
+        return False
+    return True
+
+
 def _task(api: ProxmoxApi, req: Request) -> Task:
     upid = req.params["upid"]
+    match = UPID_RE.match(upid)
+    if not match:
+        raise param_error({"upid": "unable to parse worker upid"})
     task = api.cluster.tasks.get(upid)
-    if task is None or task.node != req.params["node"]:
-        if not re.match(
-            r"^UPID:[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?:[0-9A-Fa-f]{8}:[0-9A-Fa-f]{8,9}:[0-9A-Fa-f]{8}:[^:\s]+:[^:\s]*:[^:\s]+:$",
-            upid,
-        ):
-            raise ApiError(500, f"unable to parse worker upid '{upid}'")
-        raise ApiError(500, "no such task")
+    if task is None or match.group(1) != req.params["node"]:
+        raise param_error({"upid": "no such task"})
+    if not _task_visible(api, task, req.authid):
+        api.check(req.authid, f"/nodes/{task.node}", ["Sys.Audit"])
     return task
 
 
@@ -1547,7 +1564,7 @@ def task_list(api: ProxmoxApi, req: Request) -> Any:
     limit = int(req.params.get("limit", "50"))
     result = []
     for task in sorted(api.cluster.tasks.values(), key=lambda t: (t.starttime, t.pid), reverse=True):
-        if task.node != node:
+        if task.node != node or not _task_visible(api, task, req.authid):
             continue
         if vmid is not None and task.id != vmid:
             continue
@@ -1657,6 +1674,8 @@ def node_network(api: ProxmoxApi, req: Request) -> Any:
 def cluster_tasks(api: ProxmoxApi, req: Request) -> Any:
     result = []
     for task in sorted(api.cluster.tasks.values(), key=lambda t: (t.starttime, t.pid), reverse=True):
+        if not _task_visible(api, task, req.authid):
+            continue
         entry: dict[str, Any] = {
             "upid": task.upid,
             "node": task.node,

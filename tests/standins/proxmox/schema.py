@@ -85,6 +85,14 @@ class ApiSchema:
     def resolve(self, path: str) -> tuple[str | None, dict[str, Endpoint], dict[str, str]]:
         """Find the schema path for a request path: (schema path, methods, path parameters)."""
         segments = [s for s in path.split("/") if s]
+        # storage content is mounted with an empty fragment delimiter: {volume} takes the rest of the path
+        if (
+            len(segments) > 6
+            and segments[0] == "nodes"
+            and segments[2] == "storage"
+            and segments[4] == "content"
+        ):
+            segments = [*segments[:5], "/".join(segments[5:])]
 
         def walk(node: _Node, index: int, params: dict[str, str]) -> tuple[_Node, dict[str, str]] | None:
             if index == len(segments):

@@ -197,9 +197,9 @@ class ProxmoxStandin:
         flat = dict(params)
         try:
             with self.cluster.lock:
-                self.cluster.advance()
+                finished = self.cluster.advance()
                 status, reason, body, extra = self._handle(method, path, flat, headers)
-                if method != "GET":
+                if method != "GET" or finished:
                     self.save()
         except ApiError as exc:
             status, reason, body, extra = exc.status, exc.message.split("\n")[0], _error_body(exc), {}
@@ -345,10 +345,7 @@ class _Ticker(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.wait(0.05):
             with self.standin.cluster.lock:
-                before = sum(1 for t in self.standin.cluster.tasks.values() if t.status == "running")
-                self.standin.cluster.advance()
-                after = sum(1 for t in self.standin.cluster.tasks.values() if t.status == "running")
-                if before != after:
+                if self.standin.cluster.advance():
                     self.standin.save()
 
     def stop(self) -> None:
@@ -400,8 +397,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(501, f"Unexpected content for method '{method}'", None, {})
             return
         params: dict[str, Any] = {}
-        for key, value in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True):
-            params[key] = value
+        pairs = urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if raw:
             if content_type == "application/json":
@@ -410,12 +406,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 except ValueError:
                     self._send(400, "Bad Request", None, {})
                     return
-                if isinstance(body, dict):
-                    for key, value in body.items():
-                        params[key] = value
+                if not isinstance(body, dict):
+                    self._send(400, "Bad Request", None, {})
+                    return
+                # JSON null is an undefined parameter
+                pairs += [(key, value) for key, value in body.items() if value is not None]
             else:
-                for key, value in urllib.parse.parse_qsl(raw.decode("utf-8"), keep_blank_values=True):
-                    params[key] = value
+                pairs += urllib.parse.parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+        for key, value in pairs:
+            # a repeated parameter becomes a list, which only array-typed parameters accept
+            if key in params:
+                previous = params[key]
+                params[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+            else:
+                params[key] = value
         headers = dict(self.headers.items())
         path = parsed.path[len(API_PREFIX) :] or "/"
         status, reason, body, extra = self.standin.handle(method, path, params, headers)

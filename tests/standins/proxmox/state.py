@@ -281,14 +281,17 @@ class Cluster:
     def on_task_finish(self, hook: Callable[[Task], None]) -> None:
         self._finish_hooks.append(hook)
 
-    def advance(self) -> None:
-        """Finish every running task whose time has come (in start order)."""
+    def advance(self) -> int:
+        """Finish every running task whose time has come (in start order); return how many finished."""
+        finished = 0
         with self.lock:
             now = self.clock()
             for task in sorted(self.tasks.values(), key=lambda t: (t.finish_at, t.pid)):
                 if task.status != "running" or task.finish_at > now:
                     continue
                 self._finish(task)
+                finished += 1
+        return finished
 
     def _finish(self, task: Task) -> None:
         if task.exitstatus is None:

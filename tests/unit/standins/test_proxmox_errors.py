@@ -381,8 +381,12 @@ def test_task_status_shape_and_upid(lab: tuple[ProxmoxStandin, Server, Any]) -> 
     assert running["starttime"] == int(fields[4], 16)
     stopped = wait_task(api, "pve1", upid)
     assert stopped["exitstatus"] == "OK"
-    with pytest.raises(ResourceException, match="unable to parse worker upid"):
+    with pytest.raises(ResourceException) as garbage:
         api.nodes("pve1").tasks("UPID:garbage").status.get()
+    assert garbage.value.errors == {"upid": "unable to parse worker upid"}
+    with pytest.raises(ResourceException) as elsewhere:
+        api.nodes("pve2").tasks(upid).status.get()
+    assert elsewhere.value.errors == {"upid": "no such task"}
     assert [t["upid"] for t in api.nodes("pve1").tasks.get(vmid=100)] == [upid]
 
 

@@ -1,0 +1,222 @@
+"""The Proxmox VE stand-in's seams: a pluggable VM backend, JSON clients, the command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from proxmoxer import ProxmoxAPI
+from proxmoxer.core import ResourceException
+
+from tests.standins.proxmox import GuestInterface, ProxmoxStandin, SimulatedBackend, VmBackend
+from tests.standins.proxmox.testing import TOKEN_ID, TOKEN_SECRET, client, running_standin, wait_task
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+class RecordingBackend:
+    """A backend like a lab's: it records calls and reports a fixed address once asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+        self.up: set[int] = set()
+        self.refuse: str | None = None
+
+    def start(self, node: str, vmid: int, config: Mapping[str, str]) -> None:
+        self.calls.append(("start", node, vmid))
+        if self.refuse:
+            raise RuntimeError(self.refuse)
+        self.up.add(vmid)
+
+    def stop(self, node: str, vmid: int) -> None:
+        self.calls.append(("stop", node, vmid))
+        self.up.discard(vmid)
+
+    def status(self, node: str, vmid: int) -> str:
+        return "running" if vmid in self.up else "stopped"
+
+    def addresses(self, node: str, vmid: int, config: Mapping[str, str]) -> list[GuestInterface] | None:
+        if vmid not in self.up:
+            return None
+        return [GuestInterface("eth0", "bc:24:11:00:00:99", (("ipv4", "10.88.0.7", 16),))]
+
+
+def test_backends_satisfy_the_protocol() -> None:
+    assert isinstance(SimulatedBackend(), VmBackend)
+    assert isinstance(RecordingBackend(), VmBackend)
+
+
+def test_a_pluggable_backend_drives_power_and_addresses() -> None:
+    backend = RecordingBackend()
+    with running_standin(nodes=["pve"], backend=backend) as (standin, server):
+        api = client(server)
+        wait_task(api, "pve", api.nodes("pve").qemu.post(vmid=200, agent="1", net0="virtio,bridge=vmbr0"))
+        assert wait_task(api, "pve", api.nodes("pve").qemu(200).status.start.post())["exitstatus"] == "OK"
+        result = api.nodes("pve").qemu(200).agent("network-get-interfaces").get()["result"]
+        assert result[0]["ip-addresses"] == [
+            {"ip-address-type": "ipv4", "ip-address": "10.88.0.7", "prefix": 16}
+        ]
+        assert wait_task(api, "pve", api.nodes("pve").qemu(200).status.shutdown.post())["exitstatus"] == "OK"
+        backend.refuse = "start failed: container did not boot"
+        failed = wait_task(api, "pve", api.nodes("pve").qemu(200).status.start.post())
+        assert failed["exitstatus"] == "start failed: container did not boot"
+        assert api.nodes("pve").qemu(200).status.current.get()["status"] == "stopped"
+        assert backend.calls == [("start", "pve", 200), ("stop", "pve", 200), ("start", "pve", 200)]
+        assert standin.schema_violations == []
+
+
+def test_pending_changes_of_a_running_vm_apply_at_next_start() -> None:
+    with running_standin(nodes=["pve"]) as (_standin, server):
+        api = client(server)
+        wait_task(api, "pve", api.nodes("pve").qemu.post(vmid=210, cores=1, net0="virtio,bridge=vmbr0"))
+        wait_task(api, "pve", api.nodes("pve").qemu(210).status.start.post())
+        api.nodes("pve").qemu(210).config.put(cores=4, name="renamed")
+        pending = {p["key"]: p for p in api.nodes("pve").qemu(210).pending.get()}
+        assert (
+            pending["cores"] == {"key": "cores", "value": 1, "pending": 4}
+            or pending["cores"]["pending"] == "4"
+        )
+        assert "pending" not in pending["name"]
+        assert api.nodes("pve").qemu(210).config.get(current=1)["cores"] == 1
+        assert api.nodes("pve").qemu(210).config.get()["cores"] == 4
+        wait_task(api, "pve", api.nodes("pve").qemu(210).status.stop.post())
+        wait_task(api, "pve", api.nodes("pve").qemu(210).status.start.post())
+        assert all("pending" not in p for p in api.nodes("pve").qemu(210).pending.get())
+        api.nodes("pve").qemu(210).config.put(net1="virtio,bridge=vmbr9")
+        wait_task(api, "pve", api.nodes("pve").qemu(210).status.stop.post())
+        failed = wait_task(api, "pve", api.nodes("pve").qemu(210).status.start.post())
+        assert failed["exitstatus"] == "bridge 'vmbr9' does not exist"
+
+
+def test_json_bodies_and_repeated_parameters() -> None:
+    with running_standin(nodes=["pve"]) as (standin, server):
+        headers = {"Authorization": f"PVEAPIToken={TOKEN_ID}={TOKEN_SECRET}"}
+        url = f"{server.url}/api2/json/nodes/pve/qemu"
+        created = requests.post(
+            url,
+            json={"vmid": 220, "cores": 2, "onboot": True, "description": None},
+            headers=headers,
+            verify=server.ca_path,
+            timeout=10,
+        )
+        assert created.status_code == 200, created.text
+        standin.wait_tasks()
+        assert standin.vm_config(220)["onboot"] == "1"
+        repeated = requests.post(
+            url,
+            data=[("vmid", "221"), ("name", "a"), ("name", "b")],
+            headers=headers,
+            verify=server.ca_path,
+            timeout=10,
+        )
+        assert repeated.status_code == 400
+        assert repeated.json()["errors"] == {"name": "type check ('string') failed - got ARRAY"}
+        clash = requests.post(
+            f"{url}/220/config",
+            data={"vmid": "221", "name": "x"},
+            headers=headers,
+            verify=server.ca_path,
+            timeout=10,
+        )
+        assert clash.json()["errors"] == {"vmid": "duplicate parameter (already defined in URI)"}
+
+
+def test_volume_endpoints_and_preflight_reads() -> None:
+    with running_standin(nodes=["pve1", "pve2"]) as (standin, server):
+        api = client(server)
+        standin.add_volume("pve1", "local:import/img.qcow2", 4096, "qcow2", "import")
+        info = api.nodes("pve1").storage("local").content("local:import/img.qcow2").get()
+        assert info == {"path": "/var/lib/vz/import/img.qcow2", "size": 4096, "used": 409, "format": "qcow2"}
+        assert api.nodes("pve1").version.get()["release"] == "9.1"
+        assert [i["iface"] for i in api.nodes("pve1").network.get(type="bridge")] == ["vmbr0"]
+        assert api.storage("local-lvm").get()["type"] == "lvmthin"
+        upid = api.nodes("pve1").storage("local").content("local:import/img.qcow2").delete()
+        assert upid.split(":")[5:7] == ["imgdel", "local"]
+        wait_task(api, "pve1", upid)
+        with pytest.raises(ResourceException, match=r"volume 'local:import/img\.qcow2' does not exist"):
+            api.nodes("pve1").storage("local").content("local:import/img.qcow2").get()
+        assert api.nodes("pve2").storage("local").content.get() == []
+        assert standin.schema_violations == []
+
+
+def test_command_line_server(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    state = tmp_path / "state.json"
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.standins.proxmox",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--nodes",
+            "pve1,pve2",
+            "--token",
+            f"{TOKEN_ID}={TOKEN_SECRET}",
+            "--state",
+            str(state),
+            "--ca-out",
+            str(ca),
+            "--task-duration",
+            "qmcreate=0.01",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        api: Any = None
+        while time.monotonic() < deadline:
+            if ca.exists():
+                try:
+                    api = _cli_client(port, ca)
+                    api.version.get()
+                    break
+                except (requests.ConnectionError, OSError):
+                    pass
+            time.sleep(0.1)
+        assert api is not None
+        assert [n["node"] for n in api.nodes.get()] == ["pve1", "pve2"]
+        wait_task(api, "pve2", api.nodes("pve2").qemu.post(vmid=300, name="persisted"))
+        assert state.exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+    assert '"persisted"' in state.read_text()
+
+
+def _cli_client(port: int, ca: Path) -> Any:
+    user, _, name = TOKEN_ID.partition("!")
+    return ProxmoxAPI(
+        "127.0.0.1",
+        port=port,
+        user=user,
+        token_name=name,
+        token_value=TOKEN_SECRET,
+        verify_ssl=str(ca),
+        timeout=5,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_standin_type_is_exported() -> None:
+    assert ProxmoxStandin.__doc__
