@@ -16,7 +16,7 @@ Python API::
 
     from tests.standins.ollama import ModelBehavior, OllamaStandin
 
-    standin = OllamaStandin(
+    standin = OllamaStandin(  # models: {name: ModelBehavior or None} or just names
         {
             "gemma3:1b": ModelBehavior(latency=0.05),  # default reply, derived from the request
             "granite4:350m": ModelBehavior(reply="fixed text", chunk_delay=0.01),
@@ -25,6 +25,8 @@ Python API::
         version="0.33.0",  # what /api/version says
         allow_pull=True,  # /api/pull of an unknown name succeeds and installs it (False: manifest error)
         pull_errors={"broken:1b": "pull model manifest: file does not exist"},
+        max_queue=512,  # requests waiting for a busy model (see ``parallel``) before 503 "server busy"
+        record=True,  # keep every request in ``standin.requests``
     )
     async with standin.serve(host="127.0.0.1", port=0) as base_url:  # "http://127.0.0.1:PORT"
         client = ollama.AsyncClient(host=base_url)
@@ -45,10 +47,11 @@ Python API::
 
 ``ModelBehavior`` fields (all optional; see its docstring): ``reply`` (str or ``f(body) -> str``),
 ``thinking``, ``tool_calls``, ``latency`` (time to first token), ``load_latency`` (when not loaded),
-``chunk_delay``, ``chunks``, ``failure`` (``none`` | ``http_500`` | ``hang`` | ``mid_stream_error`` |
-``disconnect`` | ``malformed`` | ``stall``), ``failure_after_chunks``, ``failure_count``, ``error_message``,
-``error_status``, ``capabilities``, ``family``, ``parameter_size``, ``quantization_level``, ``size``,
-``context_length``, ``embedding_length``.
+``chunk_delay``, ``chunks``, ``parallel`` (requests answered at once; ``None``: unlimited), ``failure``
+(``none`` | ``http_500`` | ``hang`` | ``mid_stream_error`` | ``disconnect`` | ``malformed`` | ``stall``),
+``failure_after_chunks``, ``failure_count``, ``error_message``, ``error_status``, ``capabilities``,
+``family``, ``parameter_size``, ``quantization_level``, ``size``, ``context_length``,
+``embedding_length``.
 
 What the answers contain: without ``reply``, ``"<model> answer <hash>: <first words of the last user
 message>"``; with ``format: "json"``, ``{"model": ..., "answer": ...}``; with a JSON schema as ``format``,
@@ -58,11 +61,20 @@ ever; 0 with no messages/prompt unloads) sets what ``/api/ps`` shows. Times in t
 measured: ``load_duration`` up to the model being loaded, ``prompt_eval_duration`` up to the first token
 (``latency``), ``eval_duration`` the streaming, ``total_duration`` all of it, in nanoseconds.
 
+Where the stand-in departs from Ollama, on purpose: the models' answers (see above); ``parallel`` defaults
+to no limit where Ollama's ``OLLAMA_NUM_PARALLEL`` is 1, and ``max_queue`` counts requests waiting for a
+slot rather than for the scheduler; ``/api/pull`` fakes one layer; cloud models, ``/api/create``,
+``/api/copy``, ``/api/push``, blobs and the OpenAI-compatible ``/v1`` routes are absent (404). Like
+Ollama it does not check message roles, ignores unknown options, reads only the first JSON value of a
+body, matches field names case-insensitively, and refuses ``"keep_alive": "-1"`` (a Go duration needs a
+unit: ``"-1m"`` or the number ``-1``).
+
 Command line (a separate process, e.g. for benchmarks)::
 
     python -m tests.standins.ollama --host 127.0.0.1 --port 11434 \\
         --model granite4:350m --model gemma3:1b --latency 0.05 [--chunk-delay 0.01] [--chunks N] \\
-        [--reply TEXT] [--failure MODE] [--version 0.33.0] [--no-pull]
+        [--reply TEXT] [--failure MODE] [--parallel N] [--max-queue 512] [--version 0.33.0] [--no-pull] \\
+        [--no-record]
 
 ``--model`` may carry per-model settings: ``--model 'gemma3:1b,latency=0.2,failure=http_500'``. With
 ``--port 0`` the chosen port is in the first line printed: ``listening on http://127.0.0.1:PORT``.

@@ -17,7 +17,7 @@ from ._server import DEFAULT_VERSION, OllamaStandin
 _FIELDS = {f.name: f for f in dataclasses.fields(ModelBehavior)}
 _NUMBERS = {"latency", "chunk_delay", "load_latency"}
 _INTEGERS = {"chunks", "failure_after_chunks", "failure_count", "error_status", "size", "context_length"}
-_INTEGERS |= {"embedding_length"}
+_INTEGERS |= {"embedding_length", "parallel"}
 _STRINGS = {"reply", "thinking", "failure", "error_message", "family", "parameter_size", "quantization_level"}
 
 
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
     parser.add_argument("--chunks", type=int, default=None, help="pieces per answer (default: one per word)")
     parser.add_argument("--reply", default=None, help="fixed answer text (default: derived from the request)")
+    parser.add_argument("--parallel", type=int, default=None, help="requests a model answers at once")
+    parser.add_argument("--max-queue", type=int, default=512, help="waiting requests before 503 (busy)")
     parser.add_argument("--failure", choices=FAILURES, default="none")
     parser.add_argument("--version", default=DEFAULT_VERSION, help="what /api/version reports")
     parser.add_argument("--no-pull", action="store_true", help="refuse to pull models that are not served")
@@ -89,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_latency=args.load_latency,
         chunk_delay=args.chunk_delay,
         chunks=args.chunks,
+        parallel=args.parallel,
         failure=args.failure,
     )
     try:
@@ -102,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_behavior=defaults,
         allow_pull=not args.no_pull,
         record=not args.no_record,
+        max_queue=args.max_queue,
     )
     asyncio.run(_run(standin, args.host, args.port))
     return 0

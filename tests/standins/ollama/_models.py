@@ -47,6 +47,9 @@ class ModelBehavior:
         added once when the model is not loaded (``load_duration``, as in ``/api/ps``).
     chunk_delay: seconds between streamed chunks; ``chunks``: how many pieces the content is cut into
         (``None``: one per word, as tokens come).
+    parallel: how many requests the model answers at once (``OLLAMA_NUM_PARALLEL``; Ollama's default is 1);
+        the others wait their turn (only ``total_duration`` shows the wait), and past the stand-in's
+        ``max_queue`` waiting requests the answer is 503 "server busy". ``None``: no limit.
     failure: ``none``; ``http_500`` (status ``error_status``, ``{"error": error_message}`` after
         ``latency``); ``hang`` (never answers); ``mid_stream_error`` (``failure_after_chunks`` chunks, then an
         NDJSON error line); ``disconnect`` (closes the connection after those chunks); ``malformed`` (a line
@@ -62,6 +65,7 @@ class ModelBehavior:
     chunk_delay: float = 0.0
     chunks: int | None = None
     load_latency: float = 0.0
+    parallel: int | None = None
     failure: Failure = "none"
     failure_after_chunks: int = 2
     failure_count: int | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -45,6 +46,7 @@ __all__ = ["OllamaStandin", "RecordedRequest"]
 DEFAULT_VERSION: Final = "0.33.0"
 DEFAULT_KEEP_ALIVE_NS: Final = 5 * 60 * 1_000_000_000
 PULL_NOT_FOUND: Final = "pull model manifest: file does not exist"
+MAX_QUEUE_ERROR: Final = "server busy, please try again.  maximum pending requests exceeded"  # sched.go
 
 JSON_TYPE: Final = "application/json; charset=utf-8"
 NDJSON_TYPE: Final = "application/x-ndjson"
@@ -89,6 +91,7 @@ class _Model:
     parsed: ModelName
     behavior: ModelBehavior
     modified_ns: int
+    slots: tuple[int, asyncio.Semaphore] | None = None  # (parallel, its semaphore)
 
 
 # Go struct fields (json tag -> Go type) of the requests, from api/types.go.
@@ -289,6 +292,7 @@ class OllamaStandin:
         pull_errors: Mapping[str, str] | None = None,
         pull_delay: float = 0.0,
         record: bool = True,
+        max_queue: int = 512,
     ) -> None:
         self.version = version
         self.default_behavior = default_behavior or ModelBehavior()
@@ -296,6 +300,8 @@ class OllamaStandin:
         self.pull_errors: dict[str, str] = dict(pull_errors or {})
         self.pull_delay = pull_delay
         self.record = record
+        self.max_queue = max_queue
+        self.waiting = 0  # requests waiting for a slot of a model with ``parallel`` set
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -917,13 +923,13 @@ class OllamaStandin:
         options = body.get("options") or {}
         _check_options(options)
 
-        failure = b.take_failure()
-        if failure != "none":
-            rec.outcome = f"failure:{failure}"
         await self._load(request, entry, keep_alive)
         loaded = time.perf_counter_ns()
         if empty:
             return bare("load")
+        failure = b.take_failure()
+        if failure != "none":
+            rec.outcome = f"failure:{failure}"
 
         fmt = body.get("format")
         if fmt is not None and not isinstance(fmt, dict) and fmt not in ("", "json"):
@@ -992,9 +998,36 @@ class OllamaStandin:
             logprobs=logprobs,
             top_logprobs=int(top_logprobs),
         )
-        if stream:
-            return await self._stream(request, rec, b, failure, ctx)
-        return await self._whole(request, rec, b, failure, ctx)
+        async with self._slot(entry):
+            ctx.slotted = time.perf_counter_ns()
+            if stream:
+                return await self._stream(request, rec, b, failure, ctx)
+            return await self._whole(request, rec, b, failure, ctx)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, entry: _Model) -> AsyncIterator[None]:
+        """One of the model's ``parallel`` slots (OLLAMA_NUM_PARALLEL); 503 past ``max_queue`` waiting."""
+        parallel = entry.behavior.parallel
+        if parallel is None:
+            yield
+            return
+        if entry.slots is None or entry.slots[0] != parallel:
+            entry.slots = (parallel, asyncio.Semaphore(max(1, parallel)))
+        semaphore = entry.slots[1]
+        if semaphore.locked():
+            if self.waiting >= self.max_queue:
+                raise _Refusal(503, MAX_QUEUE_ERROR)
+            self.waiting += 1
+            try:
+                await semaphore.acquire()
+            finally:
+                self.waiting -= 1
+        else:
+            await semaphore.acquire()
+        try:
+            yield
+        finally:
+            semaphore.release()
 
     @staticmethod
     def _reply_text(b: ModelBehavior, display: str, body: dict[str, Any], last: str, whole: str) -> str:
@@ -1043,18 +1076,20 @@ class OllamaStandin:
         first = time.perf_counter_ns()
         rec.first_chunk = time.monotonic()
         limit = b.failure_after_chunks if failure != "none" else None
-        lines = [g.chunk(kind, text) for kind, text in g.pieces]
+        chunks: list[Callable[[], bytes]] = [
+            functools.partial(g.chunk, kind, text) for kind, text in g.pieces
+        ]
         if g.tool_calls:
-            lines.append(g.tool_chunk())
+            chunks.append(g.tool_chunk)
         if limit is not None:
-            lines = lines[:limit]
-        if b.chunk_delay and len(lines) > 1:
-            for i, line in enumerate(lines):
+            chunks = chunks[:limit]
+        if b.chunk_delay:  # each chunk made when it is sent, so created_at tells when
+            for i, make in enumerate(chunks):
                 if i:
                     await asyncio.sleep(b.chunk_delay)
-                await response.write(line)
-        elif lines:
-            await response.write(b"".join(lines))
+                await response.write(make())
+        elif chunks:
+            await response.write(b"".join(make() for make in chunks))
         if failure == "mid_stream_error":
             await response.write(_error_body(b.error_message) + b"\n")
         elif failure == "malformed":
@@ -1065,7 +1100,7 @@ class OllamaStandin:
         elif failure == "stall":
             return await self._hang(request)
         else:
-            if b.chunk_delay and lines:
+            if b.chunk_delay and chunks:
                 await asyncio.sleep(b.chunk_delay)
             await response.write(g.final(first))
         await response.write_eof()
@@ -1120,6 +1155,7 @@ class _Generation:
     context: int | None
     logprobs: bool
     top_logprobs: int
+    slotted: int = 0  # when a slot of the runner was free (after any wait in the queue)
 
     def _logprobs(self, text: str) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"token": text, "logprob": -0.25}
@@ -1158,7 +1194,7 @@ class _Generation:
             "total_duration": max(1, end - self.start),
             "load_duration": max(1, self.loaded - self.start),
             "prompt_eval_count": self.prompt_tokens,
-            "prompt_eval_duration": max(1, first - self.loaded),
+            "prompt_eval_duration": max(1, first - (self.slotted or self.loaded)),
         }
         if self.pieces:
             metrics["eval_count"] = len(self.pieces)
