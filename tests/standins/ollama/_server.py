@@ -222,6 +222,12 @@ def _think(value: Any) -> None:
 _DIRECT: Final[Mapping[str, Callable[[Any], object]]] = {"keep_alive": _keep_alive, "think": _think}
 
 
+def _requested_keep_alive(body: Mapping[str, Any]) -> int | None:
+    """The request's keep_alive in nanoseconds (already validated by binding), None when not given."""
+    value = body.get("keep_alive")
+    return None if value is None else _keep_alive(value)
+
+
 def _check_options(options: Mapping[str, Any] | None) -> None:
     """api.Options.FromMap's refusals (the server answers them with 500)."""
     for key, val in (options or {}).items():
@@ -328,7 +334,10 @@ class OllamaStandin:
         return behavior
 
     def remove_model(self, name: str) -> None:
-        key = ModelName.parse(name).key
+        """Uninstall ``name`` (as ``DELETE /api/delete`` does); absent names are ignored."""
+        self._forget(ModelName.parse(name).key)
+
+    def _forget(self, key: tuple[str, str, str, str]) -> None:
         self._models.pop(key, None)
         self._loaded.pop(key, None)
 
@@ -449,31 +458,21 @@ class OllamaStandin:
     }
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
-        methods = self._ROUTES.get(path)
-        if methods is None:
-            if path.endswith("/") and path[:-1] in self._ROUTES:  # gin's RedirectTrailingSlash
-                status = 301 if request.method == "GET" else 307
-                return web.Response(status=status, headers={"Location": path[:-1]})
-            return web.Response(status=404, text="404 page not found", content_type="text/plain")
-        name = methods.get(request.method)
-        if name is None:
-            return web.Response(status=405, text="405 method not allowed", content_type="text/plain")
+        start = time.monotonic()
         raw = await request.read() if request.body_exists else b""
         body: Any = None
         if raw:
             with contextlib.suppress(GoDecodeError):
                 body = decode_json(raw)
         model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
-        rec = RecordedRequest(request.method, path, body, model, time.monotonic(), raw=raw)
+        rec = RecordedRequest(request.method, request.path, body, model, start, raw=raw)
         if self.record:
             self.requests.append(rec)
         with self._lock:
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        handler: Callable[[web.Request, RecordedRequest], Awaitable[web.StreamResponse]] = getattr(self, name)
         try:
-            response = await handler(request, rec)
+            response = await self._route(request, rec)
         except _Refusal as refusal:
             if rec.outcome == "pending":
                 rec.outcome = "error"
@@ -483,7 +482,7 @@ class OllamaStandin:
                 rec.outcome = "cancelled"
             raise
         except Exception as exc:  # a bug of the stand-in: say so the way Ollama reports internal errors
-            _log.exception("Ollama stand-in failed on %s %s", request.method, path)
+            _log.exception("Ollama stand-in failed on %s %s", request.method, rec.path)
             rec.outcome = "error"
             response = self._json({"error": f"ollama stand-in: {exc!r}"}, 500)
         finally:
@@ -494,6 +493,20 @@ class OllamaStandin:
         if rec.outcome == "pending":
             rec.outcome = "ok"
         return response
+
+    async def _route(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        """gin's router: the handler, or 404 / 405 in plain text, or a redirect for a trailing slash."""
+        methods = self._ROUTES.get(rec.path)
+        if methods is None:
+            if rec.path.endswith("/") and rec.path[:-1] in self._ROUTES:  # RedirectTrailingSlash
+                status = 301 if request.method == "GET" else 307
+                return web.Response(status=status, headers={"Location": rec.path[:-1]})
+            return web.Response(status=404, text="404 page not found", content_type="text/plain")
+        name = methods.get(request.method)
+        if name is None:
+            return web.Response(status=405, text="405 method not allowed", content_type="text/plain")
+        handler: Callable[[web.Request, RecordedRequest], Awaitable[web.StreamResponse]] = getattr(self, name)
+        return await handler(request, rec)
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -506,10 +519,12 @@ class OllamaStandin:
     @staticmethod
     def _bind(rec: RecordedRequest, struct: str, fields: Mapping[str, str]) -> dict[str, Any]:
         """gin's ShouldBindJSON into the Go struct: 400 with Go's message when it fails."""
-        try:
-            value = decode_json(rec.raw)
-        except GoDecodeError as exc:
-            raise _Refusal(400, "missing request body" if exc.eof else exc.message) from None
+        value = rec.body  # decoded once on arrival; None when absent, unreadable or null
+        if value is None:
+            try:
+                value = decode_json(rec.raw)
+            except GoDecodeError as exc:
+                raise _Refusal(400, "missing request body" if exc.eof else exc.message) from None
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -581,7 +596,7 @@ class OllamaStandin:
     def _details(self, entry: _Model) -> dict[str, Any]:
         b = entry.behavior
         family = b.family or guess_family(entry.parsed)
-        details: dict[str, Any] = {
+        return {
             "parent_model": "",
             "format": "gguf",
             "family": family,
@@ -589,14 +604,13 @@ class OllamaStandin:
             "parameter_size": b.parameter_size or guess_parameter_size(entry.parsed),
             "quantization_level": b.quantization_level,
         }
-        return details
 
     def _size(self, entry: _Model) -> int:
         b = entry.behavior
         if b.size is not None:
             return b.size
         params = parameter_count(b.parameter_size or guess_parameter_size(entry.parsed))
-        return int(params * 0.6) + 250_000_000 // 10
+        return int(params * 0.6) + 25_000_000  # about Q4_K_M weights plus the rest of the GGUF
 
     async def _tags(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         models = []
@@ -643,8 +657,6 @@ class OllamaStandin:
     async def _show(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         body = self._bind(rec, "ShowRequest", SHOW_FIELDS)
         raw_name = body.get("model") or body.get("name") or ""
-        if not raw_name:
-            raise _Refusal(400, "model is required")
         name = self._model_ref(raw_name, missing=(400, "model is required"))
         entry = self._lookup(name)
         if entry is None:
@@ -694,8 +706,7 @@ class OllamaStandin:
             raise _Refusal(400, f"name {go_quote(raw_name)} is invalid")
         if self._lookup(name) is None:
             raise _Refusal(404, f"model '{raw_name}' not found")
-        self._models.pop(name.key, None)
-        self._loaded.pop(name.key, None)
+        self._forget(name.key)
         return web.Response(status=200)
 
     async def _pull(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
@@ -793,7 +804,7 @@ class OllamaStandin:
         if entry is None:
             raise _Refusal(404, f"model '{raw_name}' not found")
         _check_options(body.get("options"))
-        keep_alive = _keep_alive(body["keep_alive"]) if body.get("keep_alive") is not None else None
+        keep_alive = _requested_keep_alive(body)
         await self._load(request, entry, keep_alive)
         loaded = time.perf_counter_ns()
         if not inputs:
@@ -835,7 +846,7 @@ class OllamaStandin:
         if entry is None:
             raise _Refusal(404, f"model {go_quote(raw_name)} not found, try pulling it first")
         _check_options(body.get("options"))
-        keep_alive = _keep_alive(body["keep_alive"]) if body.get("keep_alive") is not None else None
+        keep_alive = _requested_keep_alive(body)
         await self._load(request, entry, keep_alive)
         prompt = body.get("prompt") or ""
         if not prompt:
@@ -875,7 +886,7 @@ class OllamaStandin:
         if entry is None:
             raise _Refusal(404, f"model '{raw_name}' not found")
         b = entry.behavior
-        keep_alive = _keep_alive(body["keep_alive"]) if body.get("keep_alive") is not None else None
+        keep_alive = _requested_keep_alive(body)
         messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         prompt = body.get("prompt") or ""
         empty = not messages if chat else not prompt

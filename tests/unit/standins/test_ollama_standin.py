@@ -299,7 +299,7 @@ async def test_raw_chunks_validate_with_the_client_types(http: httpx.AsyncClient
     _types.ChatResponse.model_validate(whole.json())
 
 
-async def test_root_and_unknown_routes(http: httpx.AsyncClient) -> None:
+async def test_root_and_unknown_routes(http: httpx.AsyncClient, served: tuple[OllamaStandin, str]) -> None:
     for method in ("GET", "HEAD"):
         response = await http.request(method, "/")
         assert response.status_code == 200
@@ -311,6 +311,9 @@ async def test_root_and_unknown_routes(http: httpx.AsyncClient) -> None:
     assert (wrong.status_code, wrong.text) == (405, "405 method not allowed")
     assert (await http.post("/api/tags")).status_code == 405
     assert (await http.get("/api/tags/")).status_code == 301  # gin redirects trailing slashes
+    recorded = [(r.method, r.path, r.status) for r in served[0].requests]
+    assert ("GET", "/api/nothing", 404) in recorded
+    assert ("GET", "/api/chat", 405) in recorded
 
 
 async def test_load_and_unload_requests(http: httpx.AsyncClient, served: tuple[OllamaStandin, str]) -> None:
