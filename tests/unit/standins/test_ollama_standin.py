@@ -23,6 +23,7 @@ import pytest
 from ollama import _types
 
 from tests.standins.ollama import ModelBehavior, OllamaStandin
+from tests.standins.ollama import _server as server
 from tests.standins.ollama._golang import GoDecodeError, decode_json, go_json, parse_duration, rfc3339nano
 from tests.standins.ollama._schema import instance_for_schema
 from tests.standins.ollama._server import MAX_QUEUE_ERROR
@@ -991,6 +992,29 @@ async def test_every_body_conforms_to_types_go(
     assert_conforms((await http.post(CHAT, json={"model": 1})).json(), "StatusError")
     for line in ndjson(await http.post(CHAT, json={"model": "qwen3:0.6b", "messages": USER})):
         assert RFC3339NANO.match(line["created_at"])
+
+
+@pytest.mark.parametrize(
+    ("struct", "fields"),
+    [
+        ("ChatRequest", server.CHAT_FIELDS),
+        ("GenerateRequest", server.GENERATE_FIELDS),
+        ("EmbedRequest", server.EMBED_FIELDS),
+        ("EmbeddingRequest", server.EMBEDDINGS_FIELDS),
+        ("PullRequest", server.PULL_FIELDS),
+        ("DeleteRequest", server.DELETE_FIELDS),
+        ("ShowRequest", server.SHOW_FIELDS),
+    ],
+)
+def test_request_fields_match_types_go(struct: str, fields: dict[str, str]) -> None:
+    """The stand-in binds requests with the fields and types of the Go request structs."""
+
+    def plain(go_type: str) -> str:
+        go_type = go_type.replace("api.", "").replace("interface {}", "any")
+        return go_type if go_type.startswith("map") else go_type.lstrip("*")
+
+    expected = {tag: plain(go_type) for tag, go_type, _ in STRUCTS[struct]}
+    assert {tag: plain(go_type) for tag, go_type in fields.items()} == expected
 
 
 def test_refusal_messages_come_from_routes_go() -> None:
