@@ -1,0 +1,470 @@
+"""Benchmarks of the gorkheavy orchestrator against the Ollama stand-in, on loopback. Prints figures.
+
+    python benchmarks/ensemble.py                       # everything (about two minutes on 2 cores)
+    python benchmarks/ensemble.py --only overhead,load --sessions 1,50,500
+
+Each part starts the stand-in as its own process (``python -m tests.standins.ollama``) with fixed
+per-model latencies, and ``gorkheavy serve`` as another process, then drives it over HTTP:
+
+overhead  orchestrator overhead: median end-to-end time of sequential /v1/chat requests minus the model
+          critical path (max(promptimizer + qwen-small, qwen, llama) + judge), both as configured and as
+          measured per call by the orchestrator itself. Target: <= 5 ms.
+critical  the critical path of this pipeline against the design document's sequencing (every expert after
+          the promptimizer), for latencies where the raw-query experts are the slow ones.
+load      1, 50 and 500 concurrent sessions against one server process: errors, p50/p99 against the
+          critical path (target p99 <= 1.5x), peak resident memory of the server (target <= 200 MB).
+client    this app's aiohttp client against the official ``ollama`` client (httpx): time per call and
+          memory for 500 concurrent streams, each measured in a fresh process.
+
+Nothing here leaves 127.0.0.1; every loop is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+ROSTER = [
+    ("promptimizer", "granite4:350m", "promptimizer"),
+    ("qwen-small", "qwen3:0.6b", "expert"),
+    ("qwen", "qwen2.5-coder:1.5b", "expert"),
+    ("llama", "llama3.2:1b", "expert"),
+    ("judge", "gemma3:1b", "judge"),
+]
+CHUNKS = 8  # NDJSON chunks per model reply
+
+
+def critical_path(lat: dict[str, float]) -> float:
+    return max(lat["promptimizer"] + lat["qwen-small"], lat["qwen"], lat["llama"]) + lat["judge"]
+
+
+def design_path(lat: dict[str, float]) -> float:
+    return lat["promptimizer"] + max(lat["qwen-small"], lat["qwen"], lat["llama"]) + lat["judge"]
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def wait_for_line(path: Path, pattern: str, process: subprocess.Popen[bytes], limit: float = 30) -> str:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited early: {path.read_text()[-2000:]}")
+        match = re.search(pattern, path.read_text())
+        if match:
+            return match.group(1)
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {pattern!r} in {path}")
+
+
+@contextlib.contextmanager
+def standin(models: dict[str, dict[str, Any]], workdir: Path) -> Iterator[str]:
+    args = [PYTHON, "-m", "tests.standins.ollama", "--host", "127.0.0.1", "--port", "0"]
+    args += ["--no-record", "--max-queue", "100000"]
+    for model, settings in models.items():
+        args += ["--model", ",".join([model, *(f"{k}={v}" for k, v in settings.items())])]
+    log = workdir / f"standin-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield wait_for_line(log, r"listening on (http://\S+)", process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def standin_models(lat: dict[str, float]) -> dict[str, dict[str, Any]]:
+    return {model: {"latency": lat[name], "chunks": CHUNKS} for name, model, _ in ROSTER}
+
+
+@contextlib.contextmanager
+def standins(lat: dict[str, float], workdir: Path) -> Iterator[dict[str, str]]:
+    """One stand-in process per model, as the cluster runs one Ollama server per model; name -> URL."""
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for name, model, _ in ROSTER:
+            urls[name] = stack.enter_context(
+                standin({model: {"latency": lat[name], "chunks": CHUNKS}}, workdir)
+            )
+        yield urls
+
+
+def write_config(
+    workdir: Path, url: str | dict[str, str], *, all_optimized: bool = False, **server: Any
+) -> Path:
+    models = []
+    for name, model, role in ROSTER:
+        base = url if isinstance(url, str) else url[name]
+        entry: dict[str, Any] = {"name": name, "model": model, "role": role, "base_url": base}
+        if role == "expert":
+            entry["optimized_query"] = all_optimized or name == "qwen-small"
+        models.append(entry)
+    data = {
+        "models": models,
+        "memory": {"store": "sqlite", "path": str(workdir / f"memory-{time.monotonic_ns()}.db")},
+        "server": {"host": "127.0.0.1", "port": 0, "shutdown_timeout": 5, **server},
+    }
+    path = workdir / f"config-{time.monotonic_ns()}.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@contextlib.contextmanager
+def gorkheavy_serve(config: Path, workdir: Path) -> Iterator[tuple[str, int]]:
+    log = workdir / f"serve-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [PYTHON, "-m", "gorkheavy", "serve", "--config", str(config)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "XDG_STATE_HOME": str(workdir)},
+        )
+    try:
+        yield wait_for_line(log, r"serving on (http://\S+)", process), process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def one_chat(
+    http: aiohttp.ClientSession, url: str, session: str, message: str
+) -> tuple[int, float, Any]:
+    start = time.perf_counter()
+    async with http.post(f"{url}/v1/chat", json={"session": session, "message": message}) as response:
+        body = await response.json(content_type=None)
+        status = response.status
+    return status, time.perf_counter() - start, body
+
+
+def measured_critical(timings: dict[str, float]) -> float:
+    return (
+        max(
+            timings["promptimizer"] + timings["expert:qwen-small"],
+            timings["expert:qwen"],
+            timings["expert:llama"],
+        )
+        + timings["judge"]
+    )
+
+
+# -- (a) overhead ------------------------------------------------------------------------------------------
+
+
+async def drive_sequential(url: str, count: int) -> tuple[list[float], list[float]]:
+    e2e: list[float] = []
+    inner: list[float] = []
+    async with aiohttp.ClientSession() as http:
+        for i in range(5):  # warm up connections and the memory store
+            await one_chat(http, url, "warm", f"warm-up {i}")
+        for i in range(count):
+            status, seconds, body = await one_chat(http, url, "bench", f"question number {i} about K3s")
+            if status != 200:
+                raise RuntimeError(f"request failed: {status} {body}")
+            e2e.append(seconds)
+            inner.append(measured_critical(body["timings"]))
+    return e2e, inner
+
+
+def bench_overhead(workdir: Path, count: int) -> dict[str, Any]:
+    lat = {"promptimizer": 0.05, "qwen-small": 0.05, "qwen": 0.08, "llama": 0.08, "judge": 0.03}
+    with standin(standin_models(lat), workdir) as url:
+        config = write_config(workdir, url)
+        with gorkheavy_serve(config, workdir) as (api, _):
+            e2e, inner = asyncio.run(drive_sequential(api, count))
+    configured = critical_path(lat)
+    over_config = [t - configured for t in e2e]
+    over_measured = [t - m for t, m in zip(e2e, inner, strict=True)]
+    return {
+        "requests": count,
+        "configured_critical_path_ms": configured * 1000,
+        "median_e2e_ms": statistics.median(e2e) * 1000,
+        "overhead_vs_configured_ms": {
+            "median": statistics.median(over_config) * 1000,
+            "p90": pct(over_config, 90) * 1000,
+        },
+        "overhead_vs_measured_calls_ms": {
+            "median": statistics.median(over_measured) * 1000,
+            "p90": pct(over_measured, 90) * 1000,
+        },
+    }
+
+
+# -- (b) critical path against the design's sequencing ---------------------------------------------------
+
+
+def bench_critical(workdir: Path, count: int) -> dict[str, Any]:
+    lat = {"promptimizer": 0.2, "qwen-small": 0.1, "qwen": 0.4, "llama": 0.4, "judge": 0.1}
+    out: dict[str, Any] = {"latencies_s": lat}
+    with standin(standin_models(lat), workdir) as url:
+        for label, all_optimized in (("this_pipeline", False), ("design_sequencing", True)):
+            config = write_config(workdir, url, all_optimized=all_optimized)
+            with gorkheavy_serve(config, workdir) as (api, _):
+                e2e, _inner = asyncio.run(drive_sequential(api, count))
+            out[label] = {"median_e2e_ms": statistics.median(e2e) * 1000}
+    out["this_pipeline"]["model_critical_path_ms"] = critical_path(lat) * 1000
+    out["design_sequencing"]["model_critical_path_ms"] = design_path(lat) * 1000
+    saved = out["design_sequencing"]["median_e2e_ms"] - out["this_pipeline"]["median_e2e_ms"]
+    out["saved_ms"] = saved
+    return out
+
+
+# -- (c) concurrent sessions --------------------------------------------------------------------------------
+
+
+async def drive_sessions(url: str, pid: int, sessions: int, rounds: int) -> dict[str, Any]:
+    """Every session asks ``rounds`` questions in turn, all sessions at once; round 1 meets a cold server."""
+    cold: list[float] = []
+    warm: list[float] = []
+    errors: dict[str, int] = {}
+    peak = 0
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_kib(pid))
+            await asyncio.sleep(0.05)
+
+    async def session(http: aiohttp.ClientSession, n: int) -> None:
+        for r in range(rounds):
+            try:
+                status, seconds, _ = await one_chat(http, url, f"user-{n}", f"question {r} from user {n}")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                continue
+            if status == 200:
+                (cold if r == 0 else warm).append(seconds)
+            else:
+                errors[str(status)] = errors.get(str(status), 0) + 1
+
+    baseline = rss_kib(pid)
+    sampler = asyncio.create_task(sample())
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        await asyncio.gather(*(session(http, n) for n in range(sessions)))
+    wall = time.perf_counter() - started
+    done.set()
+    await sampler
+    every = cold + warm
+
+    def summary(values: list[float]) -> dict[str, float] | None:
+        if not values:
+            return None
+        return {"p50_s": statistics.median(values), "p99_s": pct(values, 99), "max_s": max(values)}
+
+    return {
+        "sessions": sessions,
+        "requests": sessions * rounds,
+        "errors": errors,
+        "all": summary(every),
+        "first_round_cold": summary(cold),
+        "later_rounds_warm": summary(warm),
+        "wall_s": wall,
+        "rss_before_mb": baseline / 1024,
+        "rss_peak_mb": max(peak, rss_kib(pid, "VmHWM")) / 1024,
+    }
+
+
+def bench_load(workdir: Path, levels: Sequence[int], rounds: int) -> dict[str, Any]:
+    lat = {"promptimizer": 1.0, "qwen-small": 1.0, "qwen": 2.0, "llama": 2.0, "judge": 1.0}
+    path = critical_path(lat)
+    results = []
+    with standins(lat, workdir) as url:
+        for sessions in levels:
+            config = write_config(workdir, url, max_in_flight=512, max_queue=64)
+            with gorkheavy_serve(config, workdir) as (api, pid):
+                figures = asyncio.run(drive_sessions(api, pid, sessions, rounds))
+            for key in ("all", "first_round_cold", "later_rounds_warm"):
+                if figures[key]:
+                    figures[key]["p99_over_critical_path"] = figures[key]["p99_s"] / path
+            results.append(figures)
+    return {"latencies_s": lat, "critical_path_s": path, "rounds_per_session": rounds, "levels": results}
+
+
+# -- (d) aiohttp client against the official ollama client ---------------------------------------------------
+
+
+async def client_worker(kind: str, url: str, mode: str, count: int) -> dict[str, Any]:
+    """Runs in a fresh process: ``count`` sequential calls, or ``count`` concurrent streams."""
+    from gorkheavy.backends.ollama import OllamaClient, make_session  # noqa: PLC0415
+    from gorkheavy.core.roster import ModelSpec  # noqa: PLC0415
+    from gorkheavy.core.types import ChatMessage  # noqa: PLC0415
+
+    model = "fast:1b" if mode == "seq" else "slow:1b"
+    messages = [ChatMessage("user", "Why is the sky blue? Answer in one sentence please.")]
+    spec = ModelSpec("m", model, url)
+    if kind == "aiohttp":
+        session = make_session(connect_timeout=5)
+        client = OllamaClient(session)
+
+        async def call() -> str:
+            return (await client.chat(spec, messages, keep_alive="5m")).text
+
+        async def close() -> None:
+            await session.close()
+    else:
+        import httpx  # noqa: PLC0415
+        import ollama  # noqa: PLC0415
+
+        extra: dict[str, Any] = {}
+        if kind == "ollama-unbounded":
+            extra["limits"] = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        official = ollama.AsyncClient(host=url, timeout=120, **extra)
+
+        async def call() -> str:
+            parts = []
+            stream = await official.chat(
+                model=model, messages=[m.as_dict() for m in messages], stream=True, keep_alive="5m"
+            )
+            async for part in stream:
+                parts.append(part.message.content or "")
+            return "".join(parts)
+
+        async def close() -> None:
+            await official._client.aclose()
+
+    for _ in range(10):
+        await call()
+    before = rss_kib(os.getpid())
+    started = time.perf_counter()
+    if mode == "seq":
+        times = []
+        for _ in range(count):
+            t0 = time.perf_counter()
+            await call()
+            times.append(time.perf_counter() - t0)
+        result = {"median_call_ms": statistics.median(times) * 1000, "p90_call_ms": pct(times, 90) * 1000}
+    else:
+        await asyncio.gather(*(call() for _ in range(count)))
+        result = {"wall_s": time.perf_counter() - started}
+    result["rss_growth_mb"] = (rss_kib(os.getpid(), "VmHWM") - before) / 1024
+    result["rss_peak_mb"] = rss_kib(os.getpid(), "VmHWM") / 1024
+    await close()
+    return result
+
+
+def bench_client(workdir: Path) -> dict[str, Any]:
+    models = {"fast:1b": {"latency": 0, "chunks": CHUNKS}, "slow:1b": {"latency": 1.0, "chunks": CHUNKS}}
+    out: dict[str, Any] = {}
+    with standin(models, workdir) as url:
+        for kind in ("aiohttp", "ollama", "ollama-unbounded"):
+            for mode, count in (("seq", 300), ("conc", 500)):
+                done = subprocess.run(
+                    [
+                        PYTHON,
+                        __file__,
+                        "--client-worker",
+                        kind,
+                        "--url",
+                        url,
+                        "--mode",
+                        mode,
+                        "--count",
+                        str(count),
+                    ],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                    check=True,
+                )
+                out.setdefault(kind, {})[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+# -- report ------------------------------------------------------------------------------------------------
+
+
+def rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
+def show(title: str, data: Any) -> None:
+    print(f"\n== {title}")
+    print(json.dumps(rounded(data), indent=2))
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", default="overhead,critical,load,client", help="comma-separated parts")
+    parser.add_argument("--sessions", default="1,50,500", help="concurrency levels for the load part")
+    parser.add_argument("--rounds", type=int, default=4, help="requests per session in the load part")
+    parser.add_argument("--requests", type=int, default=200, help="sequential requests in the overhead part")
+    parser.add_argument("--client-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.client_worker:
+        print(json.dumps(asyncio.run(client_worker(args.client_worker, args.url, args.mode, args.count))))
+        return 0
+
+    parts = {p.strip() for p in args.only.split(",") if p.strip()}
+    unknown = parts - {"overhead", "critical", "load", "client"}
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {CHUNKS} NDJSON chunks per model reply")
+    with tempfile.TemporaryDirectory(prefix="gorkheavy-bench-") as tmp:
+        workdir = Path(tmp)
+        if "overhead" in parts:
+            show("(a) orchestrator overhead, sequential /v1/chat", bench_overhead(workdir, args.requests))
+        if "critical" in parts:
+            show("(b) critical path vs the design document's sequencing", bench_critical(workdir, 30))
+        if "load" in parts:
+            levels = [int(x) for x in args.sessions.split(",") if x.strip()]
+            show("(c) concurrent sessions against one server", bench_load(workdir, levels, args.rounds))
+        if "client" in parts:
+            show("(d) aiohttp client vs the official ollama client", bench_client(workdir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
