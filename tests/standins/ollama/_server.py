@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from aiohttp import web
 
@@ -573,7 +573,7 @@ class OllamaStandin:
             self._loaded[key] = time.time_ns() + min(duration, 292 * 365 * 86400 * 1_000_000_000)
 
     @classmethod
-    async def _hang(cls, request: web.Request) -> web.StreamResponse:
+    async def _hang(cls, request: web.Request) -> NoReturn:
         """Never answer; when the server shuts down, drop the connection (as a killed server would)."""
         await request.app[_CLOSING].wait()
         cls._drop(request)
@@ -1072,20 +1072,26 @@ class OllamaStandin:
             )
         return out
 
-    async def _stream(
-        self, request: web.Request, rec: RecordedRequest, b: ModelBehavior, failure: Failure, g: _Generation
-    ) -> web.StreamResponse:
+    async def _first_token(
+        self, request: web.Request, rec: RecordedRequest, b: ModelBehavior, failure: Failure
+    ) -> int:
+        """Wait as the model does before its first token (or fail there); returns when it came."""
         if failure == "hang":
-            return await self._hang(request)
+            await self._hang(request)
         if b.latency:
             await asyncio.sleep(b.latency)
         if failure == "http_500":
             raise _Refusal(b.error_status, b.error_message)
+        rec.first_chunk = time.monotonic()
+        return time.perf_counter_ns()
+
+    async def _stream(
+        self, request: web.Request, rec: RecordedRequest, b: ModelBehavior, failure: Failure, g: _Generation
+    ) -> web.StreamResponse:
+        first = await self._first_token(request, rec, b, failure)
         response = web.StreamResponse(status=200)
         response.headers["Content-Type"] = NDJSON_TYPE
         await response.prepare(request)
-        first = time.perf_counter_ns()
-        rec.first_chunk = time.monotonic()
         limit = b.failure_after_chunks if failure != "none" else None
         chunks: list[Callable[[], bytes]] = [
             functools.partial(g.chunk, kind, text) for kind, text in g.pieces
@@ -1109,7 +1115,7 @@ class OllamaStandin:
             self._drop(request)
             raise asyncio.CancelledError
         elif failure == "stall":
-            return await self._hang(request)
+            await self._hang(request)
         else:
             if b.chunk_delay and chunks:
                 await asyncio.sleep(b.chunk_delay)
@@ -1120,14 +1126,7 @@ class OllamaStandin:
     async def _whole(
         self, request: web.Request, rec: RecordedRequest, b: ModelBehavior, failure: Failure, g: _Generation
     ) -> web.StreamResponse:
-        if failure == "hang":
-            return await self._hang(request)
-        if b.latency:
-            await asyncio.sleep(b.latency)
-        if failure == "http_500":
-            raise _Refusal(b.error_status, b.error_message)
-        first = time.perf_counter_ns()
-        rec.first_chunk = time.monotonic()
+        first = await self._first_token(request, rec, b, failure)
         produced = len(g.pieces) + (1 if g.tool_calls else 0)
         if failure != "none":
             produced = min(produced, b.failure_after_chunks)
@@ -1143,7 +1142,7 @@ class OllamaStandin:
             self._drop(request)
             raise asyncio.CancelledError
         if failure == "stall":
-            return await self._hang(request)
+            await self._hang(request)
         return self._json(g.whole(first))
 
 
