@@ -124,6 +124,7 @@ def run_playbook(
     *args: str,
     secret: str | None = SECRET,
     timeout: int = 240,
+    extra_env: dict[str, str] | None = None,
 ) -> Run:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("ANSIBLE_", "PROXMOX_"))}
     env.update(
@@ -136,6 +137,7 @@ def run_playbook(
     )
     if secret is not None:
         env["PROXMOX_TOKEN_SECRET"] = secret
+    env.update(extra_env or {})
     proc = subprocess.run(
         [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks" / playbook), *args],
         cwd=ROOT,

@@ -82,6 +82,14 @@ def test_check_mode_creates_nothing_and_shows_what_would_change(lab: Lab) -> Non
 def test_size_change_grows_the_disk_and_a_smaller_size_is_ignored(lab: Lab) -> None:
     assert lab.provision(lab.inventory()).rc == 0
     bigger = lab.inventory(host_vars={"k3s-server": {"gorkheavy_vm_disk_gb": 40, "gorkheavy_vm_cores": 6}})
+    since = len(lab.standin.requests)
+    preview = lab.provision(bigger, "--check", "--diff")
+    assert preview.rc == 0, preview.output
+    assert preview.changed == 1
+    assert "-    disk_size: 32G" in preview.stdout
+    assert "+    disk_size: 40G" in preview.stdout
+    assert "+    cores: 6" in preview.stdout
+    assert harness.mutating_requests(lab.standin, since) == []
     grown = lab.provision(bigger)
     assert grown.rc == 0, grown.output
     assert grown.changed == 1
