@@ -281,6 +281,13 @@ def _conversation(kind: str, body: Mapping[str, Any]) -> tuple[str, str]:
     return last, "\n".join(parts)
 
 
+def _empty_answer(chat: bool, model: str, *, role: str = "assistant") -> dict[str, Any]:
+    """The leading fields of a ChatResponse or GenerateResponse that says nothing."""
+    if chat:
+        return {"model": model, "created_at": rfc3339nano(), "message": {"role": role, "content": ""}}
+    return {"model": model, "created_at": rfc3339nano(), "response": ""}
+
+
 def _error_body(message: str) -> bytes:
     return go_json({"error": message})
 
@@ -892,20 +899,7 @@ class OllamaStandin:
         empty = not messages if chat else not prompt
 
         def bare(reason: str) -> web.Response:
-            if chat:
-                return self._json(
-                    {
-                        "model": raw_name,
-                        "created_at": rfc3339nano(),
-                        "message": {"role": "assistant", "content": ""},
-                        "done": True,
-                        "done_reason": reason,
-                    }
-                )
-            now = rfc3339nano()
-            return self._json(
-                {"model": raw_name, "created_at": now, "response": "", "done": True, "done_reason": reason}
-            )
+            return self._json({**_empty_answer(chat, raw_name), "done": True, "done_reason": reason})
 
         if empty and keep_alive == 0:
             self._loaded.pop(entry.parsed.key, None)
@@ -953,25 +947,7 @@ class OllamaStandin:
         if body.get("_debug_render_only"):
             _, whole = _conversation(kind, body)
             debug = {"rendered_template": whole}
-            if chat:
-                return self._json(
-                    {
-                        "model": raw_name,
-                        "created_at": rfc3339nano(),
-                        "message": {"role": "", "content": ""},
-                        "done": False,
-                        "_debug_info": debug,
-                    }
-                )
-            return self._json(
-                {
-                    "model": raw_name,
-                    "created_at": rfc3339nano(),
-                    "response": "",
-                    "done": False,
-                    "_debug_info": debug,
-                }
-            )
+            return self._json({**_empty_answer(chat, raw_name, role=""), "done": False, "_debug_info": debug})
 
         # what the model says
         display = entry.parsed.display_shortest()

@@ -976,6 +976,11 @@ async def test_every_body_conforms_to_types_go(
     assert_conforms(
         (await http.post(GEN, json={"model": "gemma3:1b", "keep_alive": 0})).json(), "GenerateResponse"
     )
+    debug = {"model": "gemma3:1b", "messages": USER, "prompt": "hi", "_debug_render_only": True}
+    rendered = (await http.post(CHAT, json=debug)).json()
+    assert_conforms(rendered, "ChatResponse")
+    assert "Why is the sky blue" in rendered["_debug_info"]["rendered_template"]
+    assert_conforms((await http.post(GEN, json=debug)).json(), "GenerateResponse")
     assert_conforms((await http.get("/api/tags")).json(), "ListResponse")
     assert_conforms((await http.get("/api/ps")).json(), "ProcessResponse")
     assert (await http.get("/api/ps")).json()["models"]
