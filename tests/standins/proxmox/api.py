@@ -146,6 +146,7 @@ class ProxmoxApi:
         locks: tuple[int, ...] = (),
         shared_locks: tuple[int, ...] = (),
         lock_timeout_is_task_error: bool = True,
+        on_failure: Callable[[Task], None] | None = None,
     ) -> str:
         """Start a task; ``locks`` are held exclusively while it runs, ``shared_locks`` only need to be free.
 
@@ -170,6 +171,7 @@ class ProxmoxApi:
             locks=() if failure else locks,
             fail_now=failure,
         )
+        task.on_failure = on_failure
         return task.upid
 
     def _lock_busy(self, vmid: int) -> bool:
@@ -388,7 +390,7 @@ class ProxmoxApi:
         return 0
 
     def memory_bytes(self, vm: VmState) -> int:
-        value = vm.config.get("memory", "2048").split(",")[0].removeprefix("current=")
+        value = vm.config.get("memory", "512").split(",")[0].removeprefix("current=")
         return int(value) * 1024 * 1024
 
     def cpus(self, vm: VmState) -> int:
@@ -795,23 +797,16 @@ def create_vm(api: ProxmoxApi, req: Request) -> Any:
     node = req.params["node"]
     vmid = int(req.params["vmid"])
     params = {k: v for k, v in req.params.items() if k not in ("node", "vmid")}
-    for key in (
-        "archive",
-        "live-restore",
-        "ha-managed",
-        "pool",
-        "bwlimit",
-        "unique",
-        "storage",
-        "import-working-storage",
-    ):
-        if key in params and key in ("archive", "live-restore"):
-            raise ApiError(
-                501, f"Method 'POST /nodes/{{node}}/qemu' with '{key}' is not implemented by this stand-in"
-            )
+    for key in ("archive", "live-restore"):
+        if key in params:
+            raise ApiError(501, f"restoring backups ('{key}') is not modelled by this stand-in")
     start = _bool(params.pop("start", None))
-    for key in ("pool", "bwlimit", "unique", "storage", "ha-managed", "import-working-storage", "force"):
+    params.pop("storage", None)  # only used by restores
+    pool = params.pop("pool", None)
+    for key in ("bwlimit", "unique", "ha-managed", "import-working-storage", "force"):
         params.pop(key, None)
+    if pool is not None:
+        raise ApiError(500, f"pool '{pool}' does not exist")
     api.check(req.authid, f"/vms/{vmid}", ["VM.Allocate"])
     api.validate_sshkeys(params)
     api.check_modify_perms(req.authid, vmid, list(params))
@@ -840,13 +835,11 @@ def create_vm(api: ProxmoxApi, req: Request) -> Any:
         if start:
             _do_start(api, vm, task)
 
-    def cleanup_on_failure(task: Task) -> None:
-        if task.upid == upid and task.exitstatus != "OK" and api.cluster.vms.get(vmid) is vm:
+    def cleanup(task: Task) -> None:
+        if api.cluster.vms.get(vmid) is vm:
             del api.cluster.vms[vmid]
 
-    upid = api.task(req, "qmcreate", str(vmid), work, locks=(vmid,))
-    api.cluster.on_task_finish(cleanup_on_failure)
-    return upid
+    return api.task(req, "qmcreate", str(vmid), work, locks=(vmid,), on_failure=cleanup)
 
 
 def _add_defaults(api: ProxmoxApi, config: dict[str, str]) -> dict[str, str]:
@@ -1242,21 +1235,20 @@ def clone_vm(api: ProxmoxApi, req: Request) -> Any:
         placeholder.node = dest_node
 
     def cleanup(task: Task) -> None:
-        if task.upid == upid and task.exitstatus != "OK" and api.cluster.vms.get(newid) is placeholder:
+        if api.cluster.vms.get(newid) is placeholder:
             del api.cluster.vms[newid]
 
     # a running or plain VM is locked exclusively while it is cloned, a template only shared
     source_locks = (vm.vmid,) if not is_template or api.vm_running(vm) else ()
-    upid = api.task(
+    return api.task(
         req,
         "qmclone",
         str(vm.vmid),
         work,
         locks=(newid, *source_locks),
         shared_locks=() if source_locks else (vm.vmid,),
+        on_failure=cleanup,
     )
-    api.cluster.on_task_finish(cleanup)
-    return upid
 
 
 def _strip_mac(api: ProxmoxApi, key: str, value: str) -> str:
@@ -1420,20 +1412,24 @@ def destroy_vm(api: ProxmoxApi, req: Request) -> Any:
         raise ApiError(500, f"can't remove VM {vm.vmid} - protection mode enabled")
     if api.vm_running(vm):
         raise ApiError(500, f"VM {vm.vmid} is running - destroy failed")
-    if vm.config.get("template") == "1":
-        children = [
-            v
-            for (_n, volid), v in api.cluster.volumes.items()
-            if v.parent and v.parent.startswith(f"base-{vm.vmid}-")
-        ]
-        if children:
-            child = children[0]
-            base = child.volid.split("/")[0]
-            linked = child.volid.split(":", 1)[1].split("/")[-1]
-            raise ApiError(500, f"base volume '{base}' is still in use by linked cloned volume '{linked}'")
     destroy_unreferenced = _bool(req.params.get("destroy-unreferenced-disks"))
 
     def work(task: Task) -> None:
+        if vm.config.get("template") == "1":
+            # qemu-server refuses to remove a base image linked clones still use
+            for key, value in vm.config.items():
+                if not DRIVE_KEY_RE.match(key):
+                    continue
+                drive = api.parse_drive(key, value)
+                volid = drive.get("file", "")
+                if drive.get("media") == "cdrom" or not volid or volid.startswith("/"):
+                    continue
+                base = volid.split(":", 1)[1]
+                if any(
+                    v.parent == base and v.volid.startswith(volid.split(":")[0] + ":")
+                    for v in api.cluster.volumes.values()
+                ):
+                    raise TaskFailed(f"base volume '{volid}' is still in use by linked cloned")
         referenced = set()
         for key, value in vm.config.items():
             if DRIVE_KEY_RE.match(key) or key.startswith("unused"):

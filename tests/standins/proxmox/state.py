@@ -99,10 +99,12 @@ class Task:
     log: list[str] = field(default_factory=list)
     locks: list[int] = field(default_factory=list)
     work: Callable[[Task], None] | None = None
+    on_failure: Callable[[Task], None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("work")
+        data.pop("on_failure")
         return data
 
 
@@ -193,7 +195,6 @@ class Cluster:
         self.tokens: dict[str, Token] = {}
         self.boot_time = int(self.clock()) - 3600
         self._pid = 100000
-        self._finish_hooks: list[Callable[[Task], None]] = []
 
     # -- nodes and storages ---------------------------------------------------------------------------
 
@@ -278,9 +279,6 @@ class Cluster:
                 return task
         return None
 
-    def on_task_finish(self, hook: Callable[[Task], None]) -> None:
-        self._finish_hooks.append(hook)
-
     def advance(self) -> int:
         """Finish every running task whose time has come (in start order); return how many finished."""
         finished = 0
@@ -309,9 +307,10 @@ class Cluster:
             task.log.append(f"TASK ERROR: {task.exitstatus}")
         task.status = "stopped"
         task.endtime = int(self.clock())
+        if task.exitstatus != "OK" and task.on_failure is not None:
+            task.on_failure(task)
         task.work = None
-        for hook in self._finish_hooks:
-            hook(task)
+        task.on_failure = None
 
     # -- persistence ------------------------------------------------------------------------------------
 

@@ -462,3 +462,39 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
             "local-lvm:vm-100-disk-0"
         ]
         time.sleep(0)
+
+
+def test_template_with_linked_clones_cannot_be_destroyed(lab: tuple[ProxmoxStandin, Server, Any]) -> None:
+    _standin, _server, api = lab
+    make_vm(api, 9000)
+    wait_task(api, "pve1", api.nodes("pve1").qemu(9000).template.post())
+    wait_task(api, "pve1", api.nodes("pve1").qemu(9000).clone.post(newid=101))
+    assert (
+        api.nodes("pve1")
+        .qemu(101)
+        .config.get()["scsi0"]
+        .startswith("local-lvm:base-9000-disk-0/vm-101-disk-0,")
+    )
+    failed = wait_task(api, "pve1", api.nodes("pve1").qemu(9000).delete())
+    assert failed["exitstatus"] == "base volume 'local-lvm:base-9000-disk-0' is still in use by linked cloned"
+    wait_task(api, "pve1", api.nodes("pve1").qemu(101).delete())
+    assert wait_task(api, "pve1", api.nodes("pve1").qemu(9000).delete())["exitstatus"] == "OK"
+    assert api.nodes("pve1").storage("local-lvm").content.get() == []
+
+
+def test_new_disks_need_a_storage(lab: tuple[ProxmoxStandin, Server, Any]) -> None:
+    _standin, _server, api = lab
+    with pytest.raises(ResourceException) as bare:
+        api.nodes("pve1").qemu.post(vmid=100, scsi0="8", storage="local-lvm")
+    assert bare.value.errors == {
+        "scsi0": FORMAT_ERROR + "scsi0.file: invalid format - unable to parse volume ID '8'\n\n"
+    }
+    wait_task(api, "pve1", api.nodes("pve1").qemu.post(vmid=100, scsi0="local-lvm:8,discard=on"))
+    config = api.nodes("pve1").qemu(100).config.get()
+    assert config["scsi0"] == "local-lvm:vm-100-disk-0,discard=on,size=8G"
+    status = api.nodes("pve1").qemu(100).status.current.get()
+    assert status["maxdisk"] == 8 * 2**30
+    assert status["maxmem"] == 512 * 2**20
+    with pytest.raises(ResourceException) as no_images:
+        api.nodes("pve1").qemu.post(vmid=101, scsi0="local:8")
+    assert no_images.value.errors == {"storage": "storage 'local' does not support vm images"}
