@@ -1,8 +1,9 @@
-"""What a person checks on a node after the prepare stage, with every default: swap, firewall, time, K3s prerequisites.
+"""What a person checks on a node after the prepare stage with every default.
 
-These hosts are containers that share the kernel with the machine running the tests, so swap, loaded modules and
-kernel-wide sysctls are checked where they persist (fstab, masked units, files under /etc), and live only where
-the kernel keeps them per network namespace (net.ipv4.ip_forward).
+Swap, firewall, time and the K3s prerequisites. These hosts are containers that share the kernel with the
+machine running the tests, so swap, loaded modules and kernel-wide sysctls are checked where they persist
+(fstab, masked units, files under /etc), and live only where the kernel keeps them per network namespace
+(net.ipv4.ip_forward).
 """
 
 from __future__ import annotations
@@ -59,9 +60,7 @@ def test_k3s_modules_are_listed_for_boot(host):
     assert conf.user == "root"
     assert conf.mode == 0o644
     modules = [
-        line.strip()
-        for line in conf.content_string.splitlines()
-        if line.strip() and not line.startswith("#")
+        line.strip() for line in conf.content_string.splitlines() if line.strip() and not line.startswith("#")
     ]
     assert modules == ["br_netfilter", "overlay"]
 
