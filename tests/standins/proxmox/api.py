@@ -950,7 +950,7 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
     force = _bool(params.pop("force", None))
     params.pop("background_delay", None)
     if skiplock and req.authid != "root@pam":
-        raise ApiError(500, "Only root may use this option.")
+        raise param_error({"skiplock": "Only root may use this option."})
     api.validate_sshkeys(params)
     if not delete and not revert and not params:
         raise ApiError(500, "no options specified")
@@ -990,10 +990,13 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
             if DRIVE_KEY_RE.match(key) and not running:
                 drive = api.parse_drive(key, value) if value else {}
                 volid = drive.get("file", "")
-                if volid.endswith("-cloudinit") or "-cloudinit." in volid:
+                if volid.endswith("-cloudinit") or "-cloudinit." in volid or (force and ":" in volid):
                     api.cluster.remove_volume(volid, node)
                 elif volid and ":" in volid and drive.get("media") != "cdrom":
                     _add_unused(vm, volid)
+            if key.startswith("unused") and value:
+                # deleting an unused disk destroys its volume
+                api.cluster.remove_volume(value, node)
             if (
                 running
                 and key not in HOTPLUG_OPTIONS
@@ -1034,7 +1037,6 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
         except TaskFailed as exc:
             raise ApiError(500, str(exc)) from None
         return None
-    _ = force
     return api.task(req, "qmconfig", str(vmid), update, locks=(vmid,))
 
 
@@ -1267,7 +1269,7 @@ def resize_vm(api: ProxmoxApi, req: Request) -> Any:
     digest = req.params.get("digest")
     skiplock = _bool(req.params.get("skiplock"))
     if skiplock and req.authid != "root@pam":
-        raise ApiError(500, "Only root may use this option.")
+        raise param_error({"skiplock": "Only root may use this option."})
     api.check(req.authid, f"/vms/{vm.vmid}", ["VM.Config.Disk"])
 
     def work(task: Task) -> None:
@@ -1362,7 +1364,7 @@ def vm_start(api: ProxmoxApi, req: Request) -> Any:
     vm = api.vm(req)
     skiplock = _bool(req.params.get("skiplock"))
     if skiplock and req.authid != "root@pam":
-        raise ApiError(500, "Only root may use this option.")
+        raise param_error({"skiplock": "Only root may use this option."})
     if vm.config.get("template") == "1":
         raise ApiError(500, "you can't start a vm if it's a template")
     api.check_config_lock(vm, skiplock)
@@ -1380,7 +1382,7 @@ def vm_stop(api: ProxmoxApi, req: Request) -> Any:
     vm = api.vm(req)
     skiplock = _bool(req.params.get("skiplock"))
     if skiplock and req.authid != "root@pam":
-        raise ApiError(500, "Only root may use this option.")
+        raise param_error({"skiplock": "Only root may use this option."})
     api.check_config_lock(vm, skiplock)
     return api.task(req, "qmstop", str(vm.vmid), lambda task: _do_stop(api, vm), locks=(vm.vmid,))
 
@@ -1390,7 +1392,7 @@ def vm_shutdown(api: ProxmoxApi, req: Request) -> Any:
     vm = api.vm(req)
     skiplock = _bool(req.params.get("skiplock"))
     if skiplock and req.authid != "root@pam":
-        raise ApiError(500, "Only root may use this option.")
+        raise param_error({"skiplock": "Only root may use this option."})
     api.check_config_lock(vm, skiplock)
 
     def work(task: Task) -> None:
@@ -1406,7 +1408,7 @@ def destroy_vm(api: ProxmoxApi, req: Request) -> Any:
     vm = api.vm(req)
     skiplock = _bool(req.params.get("skiplock"))
     if skiplock and req.authid != "root@pam":
-        raise ApiError(500, "Only root may use this option.")
+        raise param_error({"skiplock": "Only root may use this option."})
     api.check_config_lock(vm, skiplock)
     if vm.config.get("protection") == "1":
         raise ApiError(500, f"can't remove VM {vm.vmid} - protection mode enabled")

@@ -18,6 +18,7 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 
 from tests.standins.proxmox import GuestInterface, ProxmoxStandin, SimulatedBackend, VmBackend
+from tests.standins.proxmox import api as api_module
 from tests.standins.proxmox.testing import TOKEN_ID, TOKEN_SECRET, client, running_standin, wait_task
 
 REPO = Path(__file__).resolve().parents[3]
@@ -220,3 +221,23 @@ def _free_port() -> int:
 
 def test_standin_type_is_exported() -> None:
     assert ProxmoxStandin.__doc__
+
+
+def test_strict_mode_turns_a_wrong_response_into_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(api_module.HANDLERS, ("GET", "/version"), lambda _api, _req: {"version": "9.1.1"})
+    with running_standin(nodes=["pve"]) as (standin, server):
+        api = client(server)
+        with pytest.raises(ResourceException) as bug:
+            api.version.get()
+        assert bug.value.status_code == 500
+        assert standin.response_violations[0].errors == {
+            "release": "property is missing and it is not optional",
+            "repoid": "property is missing and it is not optional",
+        }
+    lenient = ProxmoxStandin(nodes=["pve"], strict=False)
+    lenient.add_token(TOKEN_ID, TOKEN_SECRET)
+    status, _reason, body, _headers = lenient.handle(
+        "GET", "/version", {}, {"Authorization": f"PVEAPIToken={TOKEN_ID}={TOKEN_SECRET}"}
+    )
+    assert (status, body) == (200, {"data": {"version": "9.1.1"}})
+    assert len(lenient.response_violations) == 1

@@ -498,3 +498,26 @@ def test_new_disks_need_a_storage(lab: tuple[ProxmoxStandin, Server, Any]) -> No
     with pytest.raises(ResourceException) as no_images:
         api.nodes("pve1").qemu.post(vmid=101, scsi0="local:8")
     assert no_images.value.errors == {"storage": "storage 'local' does not support vm images"}
+
+
+def test_deleted_disks_become_unused_and_unused_disks_are_destroyed(
+    lab: tuple[ProxmoxStandin, Server, Any],
+) -> None:
+    _standin, _server, api = lab
+    make_vm(api, 100, scsi1="local-lvm:4", ide2="local-lvm:cloudinit")
+    volumes = {v["volid"] for v in api.nodes("pve1").storage("local-lvm").content.get()}
+    assert volumes == {"local-lvm:vm-100-disk-0", "local-lvm:vm-100-disk-1", "local-lvm:vm-100-cloudinit"}
+    api.nodes("pve1").qemu(100).config.put(delete="scsi1,ide2")
+    config = api.nodes("pve1").qemu(100).config.get()
+    assert config["unused0"] == "local-lvm:vm-100-disk-1"
+    assert "scsi1" not in config
+    volumes = {v["volid"] for v in api.nodes("pve1").storage("local-lvm").content.get()}
+    assert volumes == {"local-lvm:vm-100-disk-0", "local-lvm:vm-100-disk-1"}
+    api.nodes("pve1").qemu(100).config.put(delete="unused0")
+    volumes = {v["volid"] for v in api.nodes("pve1").storage("local-lvm").content.get()}
+    assert volumes == {"local-lvm:vm-100-disk-0"}
+    with pytest.raises(ResourceException) as skiplock:
+        api.nodes("pve1").qemu(100).config.put(name="x", skiplock=1)
+    assert skiplock.value.errors == {"skiplock": "Only root may use this option."}
+    with pytest.raises(ResourceException, match="no options specified"):
+        api.nodes("pve1").qemu(100).config.put()
