@@ -1150,15 +1150,19 @@ def clone_vm(api: ProxmoxApi, req: Request) -> Any:
     shared = True
     for drive in disks.values():
         file = drive.get("file", "")
-        if file in ("none", "cdrom", "") or file.startswith("/"):
+        if file in ("none", ""):
+            continue
+        if drive.get("media") == "cdrom" and file == "cdrom":
+            api.check(req.authid, "/", ["Sys.Console"])
+            continue
+        if file.startswith("/"):
             continue
         store = file.split(":", 1)[0]
-        if store in api.cluster.storages and not api.cluster.storages[store].shared:
+        scfg = api.cluster.storages.get(store)
+        if scfg is not None and not scfg.shared:
             shared = False
-        if not full and store in api.cluster.storages:
-            api.check(req.authid, f"/storage/{store}", ["Datastore.AllocateSpace"])
-    if storage:
-        api.check(req.authid, f"/storage/{storage}", ["Datastore.AllocateSpace"])
+        if drive.get("media") != "cdrom":
+            api.check(req.authid, f"/storage/{storage or store}", ["Datastore.AllocateSpace"])
     if target and not shared:
         raise ApiError(500, f"can't clone VM to node '{target}' (VM uses local storage)")
     if newid in api.cluster.vms:

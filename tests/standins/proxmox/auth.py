@@ -182,12 +182,12 @@ class Auth:
                     return
                 except ApiError:
                     continue
-            raise perm_error("")
+            raise perm_error()
         elif op == "perm":
             path_template, privs = expr[1], list(expr[2])
             options = dict(zip(expr[3::2], expr[4::2], strict=False))
             if "require_param" in options and options["require_param"] not in params:
-                raise perm_error("")
+                raise perm_error()
             path = re.sub(r"\{(\w[\w-]*)\}", lambda m: params.get(m.group(1), m.group(0)), path_template)
             self.check(authid, path, privs, any_=bool(options.get("any")))
         elif op == "userid-param":

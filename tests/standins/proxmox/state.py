@@ -29,8 +29,8 @@ def param_error(errors: dict[str, str]) -> ApiError:
     return ApiError(400, "Parameter verification failed.", errors)
 
 
-def perm_error(what: str) -> ApiError:
-    return ApiError(403, f"Permission check failed ({what})")
+def perm_error(what: str = "") -> ApiError:
+    return ApiError(403, f"Permission check failed ({what})" if what else "Permission check failed")
 
 
 class TaskFailed(Exception):

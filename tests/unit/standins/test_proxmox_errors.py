@@ -521,3 +521,29 @@ def test_deleted_disks_become_unused_and_unused_disks_are_destroyed(
     assert skiplock.value.errors == {"skiplock": "Only root may use this option."}
     with pytest.raises(ResourceException, match="no options specified"):
         api.nodes("pve1").qemu(100).config.put()
+
+
+def test_clone_permissions(lab: tuple[ProxmoxStandin, Server, Any]) -> None:
+    standin, server, api = lab
+    make_vm(api, 9000)
+    wait_task(api, "pve1", api.nodes("pve1").qemu(9000).template.post())
+    standin.add_token("gorkheavy@pve!clone", "C", privsep=True, privileges={"/vms": ["VM.Clone", "VM.Audit"]})
+    standin.add_token(
+        "gorkheavy@pve!nospace", "N", privsep=True, privileges={"/vms": ["VM.Clone", "VM.Allocate"]}
+    )
+    cloner = client(server, "gorkheavy@pve!clone", "C")
+    with pytest.raises(ResourceException) as no_allocate:
+        cloner.nodes("pve1").qemu(9000).clone.post(newid=101)
+    assert (no_allocate.value.status_code, no_allocate.value.content) == (403, "Permission check failed")
+    nospace = client(server, "gorkheavy@pve!nospace", "N")
+    with pytest.raises(ResourceException) as no_space:
+        nospace.nodes("pve1").qemu(9000).clone.post(newid=101)
+    assert no_space.value.content == "Permission check failed (/storage/local-lvm, Datastore.AllocateSpace)"
+    standin.add_token(
+        "gorkheavy@pve!full",
+        "F",
+        privsep=True,
+        privileges={"/vms": ["VM.Clone", "VM.Allocate"], "/storage/local-lvm": ["Datastore.AllocateSpace"]},
+    )
+    full = client(server, "gorkheavy@pve!full", "F")
+    assert wait_task(full, "pve1", full.nodes("pve1").qemu(9000).clone.post(newid=101))["exitstatus"] == "OK"
