@@ -105,10 +105,6 @@ def standin(models: dict[str, dict[str, Any]], workdir: Path) -> Iterator[str]:
             process.wait()
 
 
-def standin_models(lat: dict[str, float]) -> dict[str, dict[str, Any]]:
-    return {model: {"latency": lat[name], "chunks": CHUNKS} for name, model, _ in ROSTER}
-
-
 @contextlib.contextmanager
 def standins(lat: dict[str, float], workdir: Path) -> Iterator[dict[str, str]]:
     """One stand-in process per model, as the cluster runs one Ollama server per model; name -> URL."""
@@ -204,7 +200,7 @@ async def drive_sequential(url: str, count: int) -> tuple[list[float], list[floa
 
 def bench_overhead(workdir: Path, count: int) -> dict[str, Any]:
     lat = {"promptimizer": 0.05, "qwen-small": 0.05, "qwen": 0.08, "llama": 0.08, "judge": 0.03}
-    with standin(standin_models(lat), workdir) as url:
+    with standins(lat, workdir) as url:
         config = write_config(workdir, url)
         with gorkheavy_serve(config, workdir) as (api, _):
             e2e, inner = asyncio.run(drive_sequential(api, count))
@@ -232,7 +228,7 @@ def bench_overhead(workdir: Path, count: int) -> dict[str, Any]:
 def bench_critical(workdir: Path, count: int) -> dict[str, Any]:
     lat = {"promptimizer": 0.2, "qwen-small": 0.1, "qwen": 0.4, "llama": 0.4, "judge": 0.1}
     out: dict[str, Any] = {"latencies_s": lat}
-    with standin(standin_models(lat), workdir) as url:
+    with standins(lat, workdir) as url:
         for label, all_optimized in (("this_pipeline", False), ("design_sequencing", True)):
             config = write_config(workdir, url, all_optimized=all_optimized)
             with gorkheavy_serve(config, workdir) as (api, _):

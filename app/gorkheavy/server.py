@@ -37,7 +37,7 @@ from aiohttp import web
 from gorkheavy import api
 from gorkheavy.backends.memory import MemoryStoreError
 from gorkheavy.config import AppConfig
-from gorkheavy.core.types import AllExpertsFailedError, EnsembleResult, StageEvent
+from gorkheavy.core.types import AllExpertsFailedError, EnsembleResult, StageEvent, StageStatus
 from gorkheavy.metrics import Metrics
 from gorkheavy.runtime import BackendCheck, Runtime, check_backends, open_runtime
 
@@ -215,8 +215,9 @@ async def _run(
     runtime = state.pipeline_runtime()
     try:
         result = await request_run(runtime)
-    except AllExpertsFailedError:
+    except AllExpertsFailedError as exc:
         state.metrics.failures.inc()
+        log.warning("request failed: %s", exc)
         raise
     except MemoryStoreError as exc:
         raise api.ApiError(503, f"conversation memory failed: {exc}", kind="server_error") from None
@@ -429,6 +430,15 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(body=state.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
+def _log_failure(event: StageEvent) -> None:
+    """Failed model calls go to the log (kubectl logs), with the cause and what the backend said."""
+    if event.status is StageStatus.ERROR:
+        cause = event.cause.value if event.cause else "unknown"
+        log.warning(
+            "%s %s failed (%s) after %.2fs: %s", event.stage, event.name, cause, event.seconds, event.detail
+        )
+
+
 def create_app(config: AppConfig, environ: Mapping[str, str]) -> web.Application:
     server = config.server
     app_metrics = Metrics()
@@ -444,7 +454,8 @@ def create_app(config: AppConfig, environ: Mapping[str, str]) -> web.Application
     app[STATE] = state
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with open_runtime(config, environ, listeners=[app_metrics.on_event]) as runtime:
+        listeners = [app_metrics.on_event, _log_failure]
+        async with open_runtime(config, environ, listeners=listeners) as runtime:
             state.runtime = runtime
             yield
             state.runtime = None
