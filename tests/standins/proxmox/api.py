@@ -498,34 +498,33 @@ def node_status(api: ProxmoxApi, req: Request) -> Any:
 
 @route("GET", "/cluster/resources")
 def cluster_resources(api: ProxmoxApi, req: Request) -> Any:
+    """Guests need VM.Audit and storages Datastore.Audit to be listed; nodes are always listed."""
     kind = req.params.get("type")
+    auth = api.standin.auth
     result: list[dict[str, Any]] = []
     if kind in (None, "node"):
         for node_entry in list_nodes(api, req):
             entry = dict(node_entry)
             entry.pop("ssl_fingerprint", None)
-            entry["maxcpu"] = api.standin.node_cpus
+            if not auth.allowed_any(req.authid, f"/nodes/{entry['node']}", ["Sys.Audit"]):
+                entry = {k: entry[k] for k in ("id", "type", "node", "status")}
             result.append(entry)
     if kind in (None, "vm"):
         for vm in sorted(api.cluster.vms.values(), key=lambda v: v.vmid):
+            if not auth.allowed_any(req.authid, f"/vms/{vm.vmid}", ["VM.Audit"]):
+                continue
             status = api.vm_status(vm)
             status.pop("pid", None)
-            entry = {
-                "id": f"qemu/{vm.vmid}",
-                "type": "qemu",
-                "node": vm.node,
-                "template": 1 if vm.config.get("template") == "1" else 0,
-                "hastate": None,
-            }
-            entry.pop("hastate")
             cpus = status.pop("cpus")
-            entry.update(status)
+            entry = {"id": f"qemu/{vm.vmid}", "type": "qemu", "node": vm.node, "template": 0, **status}
             entry["maxcpu"] = cpus
             result.append(entry)
     if kind in (None, "storage"):
-        for node in api.cluster.nodes:
-            for scfg in api.cluster.storages.values():
-                if scfg.nodes is not None and node not in scfg.nodes:
+        for scfg in api.cluster.storages.values():
+            if not auth.allowed_any(req.authid, f"/storage/{scfg.storage}", ["Datastore.Audit"]):
+                continue
+            for node in api.cluster.nodes:
+                if not scfg.enabled or (scfg.nodes is not None and node not in scfg.nodes):
                     continue
                 used = api.cluster.storage_used(scfg.storage, node)
                 result.append(
@@ -534,7 +533,7 @@ def cluster_resources(api: ProxmoxApi, req: Request) -> Any:
                         "type": "storage",
                         "storage": scfg.storage,
                         "node": node,
-                        "status": "available" if scfg.enabled else "unknown",
+                        "status": "available" if scfg.active else "unknown",
                         "plugintype": scfg.type,
                         "content": ",".join(sorted(scfg.content)),
                         "shared": 1 if scfg.shared else 0,
@@ -592,25 +591,27 @@ def cluster_status(api: ProxmoxApi, req: Request) -> Any:
 # storage
 
 
+STORAGE_LIST_PRIVS = ["Datastore.Audit", "Datastore.AllocateSpace"]
+
+
 def _storage_entry(api: ProxmoxApi, scfg: Any, node: str) -> dict[str, Any]:
-    used = api.cluster.storage_used(scfg.storage, node)
+    """A storage as a node sees it: not enabled there when disabled or restricted to other nodes."""
+    enabled = scfg.enabled and (scfg.nodes is None or node in scfg.nodes)
+    active = enabled and scfg.active
+    used = api.cluster.storage_used(scfg.storage, node) if active else 0
     entry: dict[str, Any] = {
         "storage": scfg.storage,
         "type": scfg.type,
         "content": ",".join(sorted(scfg.content)),
         "shared": 1 if scfg.shared else 0,
-        "enabled": 1 if scfg.enabled else 0,
-        "active": 1 if scfg.active and scfg.enabled else 0,
+        "enabled": 1 if enabled else 0,
+        "active": 1 if active else 0,
+        "total": scfg.total if active else 0,
+        "used": used,
+        "avail": scfg.total - used if active else 0,
     }
-    if scfg.enabled and scfg.active:
-        entry.update(
-            {
-                "total": scfg.total,
-                "used": used,
-                "avail": scfg.total - used,
-                "used_fraction": used / scfg.total,
-            }
-        )
+    if active:
+        entry["used_fraction"] = used / scfg.total
     return entry
 
 
@@ -642,26 +643,34 @@ def storage_index(api: ProxmoxApi, req: Request) -> Any:
 @route("GET", "/nodes/{node}/storage")
 def node_storage(api: ProxmoxApi, req: Request) -> Any:
     node = req.params["node"]
-    wanted = validation.split_list(req.params.get("content", ""))
+    content = req.params.get("content")
+    wanted = validation.split_list(content or "")
     only_enabled = _bool(req.params.get("enabled"))
     target = req.params.get("target")
+    if target in (node, "localhost"):
+        target = None
+    storage = req.params.get("storage")
     result = []
-    for scfg in api.cluster.storages.values():
-        if scfg.nodes is not None and node not in scfg.nodes:
+    for scfg in sorted(api.cluster.storages.values(), key=lambda s: s.storage):
+        entry = _storage_entry(api, scfg, node)
+        if content is not None and (not any(c in scfg.content for c in wanted) or not entry["enabled"]):
             continue
-        if req.params.get("storage") and scfg.storage != req.params["storage"]:
+        if not api.standin.auth.allowed_any(req.authid, f"/storage/{scfg.storage}", STORAGE_LIST_PRIVS):
             continue
-        if wanted and not any(c in scfg.content for c in wanted):
+        if storage and scfg.storage != storage:
             continue
         if only_enabled and not scfg.enabled:
             continue
-        if target and target != node and not scfg.shared:
+        if target and (
+            not scfg.shared or not entry["enabled"] or (scfg.nodes is not None and target not in scfg.nodes)
+        ):
             continue
-        entry = _storage_entry(api, scfg, node)
-        if _bool(req.params.get("format")):
-            fmt = scfg.default_format
-            entry["format"] = [{"raw": 1, "qcow2": 1, "vmdk": 1} if scfg.file_based else {"raw": 1}, fmt]
+        if _bool(req.params.get("format")) and entry["enabled"]:
+            supported = ["qcow2", "raw", "vmdk"] if scfg.file_based else ["raw"]
+            entry["formats"] = {"supported": supported, "default": scfg.default_format}
         result.append(entry)
+    if storage and storage not in api.cluster.storages:
+        raise param_error({"storage": "No such storage."})
     return result
 
 

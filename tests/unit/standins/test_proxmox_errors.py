@@ -301,6 +301,13 @@ def test_privilege_separated_token(lab: tuple[ProxmoxStandin, Server, Any]) -> N
         power.nodes("pve1").qemu(100).config.put(ciuser="ubuntu")
     with pytest.raises(ResourceException, match=r"Permission check failed \(/vms/100, VM.Config.Disk\)"):
         power.nodes("pve1").qemu(100).resize.put(disk="scsi0", size="+1G")
+    assert [r["vmid"] for r in audit.cluster.resources.get(type="vm")] == [100]
+    assert power.cluster.resources.get(type="vm") == []  # no VM.Audit
+    assert {r["storage"] for r in power.cluster.resources.get(type="storage")} == {"local", "local-lvm"}
+    assert audit.cluster.resources.get(type="storage") == []  # no Datastore.Audit
+    assert "maxmem" not in power.cluster.resources.get(type="node")[0]  # no Sys.Audit
+    assert [s["storage"] for s in power.nodes("pve1").storage.get()] == ["local", "local-lvm"]
+    assert audit.nodes("pve1").storage.get() == []
     permissions = power.access.permissions.get()
     assert permissions["/vms/100"] == {"VM.Config.Options": 1, "VM.PowerMgmt": 1}
     assert wait_task(power, "pve1", power.nodes("pve1").qemu(100).status.start.post())["exitstatus"] == "OK"
