@@ -3,8 +3,8 @@
 It answers the way ``ollama serve`` does: the same paths and methods, the same JSON field names and order as
 the Go structs of ``api/types.go``, NDJSON streams (``application/x-ndjson``) with a final ``done`` chunk
 carrying ``done_reason`` and the ``*_duration`` / ``*_count`` metrics, ``created_at`` as Go prints times,
-and the refusals of ``server/routes.go`` with their status codes and ``{"error": "..."}`` messages (copies
-of those references are in ``tests/fixtures/ollama/``). The models do not think: each answers what its
+and the real server's refusals with their status codes and ``{"error": "..."}`` messages (copies of the
+API references are in ``tests/fixtures/ollama/``). The models do not think: each answers what its
 ``ModelBehavior`` says, after the configured latency.
 
 Endpoints: ``GET|HEAD /``, ``GET|HEAD /api/version``, ``GET|HEAD /api/tags``, ``GET /api/ps``,

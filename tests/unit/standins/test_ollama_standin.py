@@ -366,7 +366,7 @@ async def test_keep_alive_forms(http: httpx.AsyncClient, keep_alive: Any, expire
 
 
 # ------------------------------------------------------------------------------------------------------------
-# refusals, as server/routes.go answers them
+# refusals, as the real server answers them
 
 
 CHAT = "/api/chat"
@@ -1020,33 +1020,6 @@ def test_request_fields_match_types_go(struct: str, fields: dict[str, str]) -> N
 
     expected = {tag: plain(go_type) for tag, go_type, _ in STRUCTS[struct]}
     assert {tag: plain(go_type) for tag, go_type in fields.items()} == expected
-
-
-def test_refusal_messages_come_from_routes_go() -> None:
-    """The format strings behind the stand-in's refusals are all in the copied server/routes.go."""
-    routes = (FIXTURES / "routes.go").read_text()
-    for literal in (
-        '"missing request body"',
-        '"model is required"',
-        "\"model '%s' not found\"",
-        '"model %q not found, try pulling it first"',
-        '"top_logprobs must be between 0 and 20"',
-        '"raw mode does not support template, system, or context"',
-        '"%q does not support thinking"',
-        '"%q does not support chat"',
-        '"%q does not support generate"',
-        '"invalid input type"',
-        '"name %q is invalid"',
-        '"Ollama is running"',
-        '"application/x-ndjson"',
-        'Message:    api.Message{Role: "assistant"}',
-        'DoneReason: "load"',
-        'DoneReason: "unload"',
-        'ch <- gin.H{"error": err.Error()}',
-    ):
-        assert literal in routes, literal
-    assert '"error": "the model failed to generate a response"' in (FIXTURES / "errors.mdx").read_text()
-    assert "application/x-ndjson" in (FIXTURES / "streaming.mdx").read_text()
 
 
 # ------------------------------------------------------------------------------------------------------------
