@@ -1,0 +1,198 @@
+"""What an operator checks after the prepare stage.
+
+Log-in methods, sshd's effective settings, the admin user and sudo. Log-in attempts are made for real,
+from the controller to the host's bridge address, with the system ssh client.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ADMIN = "k3sadmin"
+RUN_DIR = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
+CONTROLLER_KEY = RUN_DIR / "id_ed25519"
+STALE_KEY = RUN_DIR / "stale_ed25519"
+MODERN_KEX = {
+    "mlkem768x25519-sha256",
+    "sntrup761x25519-sha512@openssh.com",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "diffie-hellman-group18-sha512",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group-exchange-sha256",
+}
+MODERN_CIPHERS = {
+    "chacha20-poly1305@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-gcm@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+}
+MODERN_MACS = {"hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com", "umac-128-etm@openssh.com"}
+CLIENT_OPTIONS = [
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+    "-o", "ControlMaster=no",
+    "-o", "ControlPath=none",
+    "-o", "ConnectTimeout=15",
+]  # fmt: skip
+
+
+def _address(host) -> str:
+    return str(host.ansible.get_variables()["ansible_host"])
+
+
+def _is_agent(host) -> bool:
+    return "k3s_agents" in host.ansible.get_variables().get("group_names", [])
+
+
+def _ssh_with_key(
+    address: str, user: str, key: Path, command: str = "id -un"
+) -> subprocess.CompletedProcess[str]:
+    argv = [
+        "ssh", *CLIENT_OPTIONS,
+        "-o", "BatchMode=yes",
+        "-o", "IdentitiesOnly=yes",
+        "-o", "PreferredAuthentications=publickey",
+        "-i", str(key), "-l", user, address, command,
+    ]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _ssh_with_password(address: str, user: str, password: str) -> subprocess.CompletedProcess[str]:
+    argv = [
+        "sshpass", "-e", "ssh", *CLIENT_OPTIONS,
+        "-o", "PubkeyAuthentication=no",
+        "-o", "PreferredAuthentications=password,keyboard-interactive",
+        "-l", user, address, "true",
+    ]  # fmt: skip
+    env = {**os.environ, "SSHPASS": password}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=env)
+
+
+@pytest.fixture(scope="module")
+def admin_password() -> str:
+    return (RUN_DIR / "admin_password").read_text().strip()
+
+
+def _sshd_settings(host) -> dict[str, list[str]]:
+    out = host.check_output("sudo -n /usr/sbin/sshd -T")
+    settings: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_password_login_is_refused(host, admin_password):
+    result = _ssh_with_password(_address(host), ADMIN, admin_password)
+    assert result.returncode != 0, "password log-in still works"
+    # sshd no longer offers password or keyboard-interactive authentication at all.
+    assert "Permission denied (publickey)" in result.stderr, result.stderr
+
+
+def test_admin_logs_in_with_the_controller_key(host):
+    result = _ssh_with_key(_address(host), ADMIN, CONTROLLER_KEY)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ADMIN
+
+
+def test_stale_key_no_longer_logs_in(host):
+    result = _ssh_with_key(_address(host), ADMIN, STALE_KEY)
+    assert result.returncode == 255
+    assert "Permission denied" in result.stderr
+    keys = host.file(f"/home/{ADMIN}/.ssh/authorized_keys").content_string.split("\n")
+    assert [k for k in keys if k.strip()] == [(CONTROLLER_KEY.with_suffix(".pub")).read_text().strip()]
+
+
+def test_root_login_follows_the_setting(host):
+    # Root has had the controller's key since the host was created.
+    result = _ssh_with_key(_address(host), "root", CONTROLLER_KEY)
+    if _is_agent(host):
+        assert result.returncode == 0, f"prohibit-password must allow root with a key: {result.stderr}"
+        assert result.stdout.strip() == "root"
+    else:
+        assert result.returncode == 255
+        assert "Permission denied" in result.stderr
+
+
+def test_sshd_uses_the_hardened_settings(host):
+    settings = _sshd_settings(host)
+    assert settings["passwordauthentication"] == ["no"]
+    assert settings["kbdinteractiveauthentication"] == ["no"]
+    assert settings["pubkeyauthentication"] == ["yes"]
+    assert settings["permitemptypasswords"] == ["no"]
+    assert settings["authenticationmethods"] == ["publickey"]
+    assert settings["permitrootlogin"] == (["without-password"] if _is_agent(host) else ["no"])
+    assert settings["maxauthtries"] == ["3"]
+    assert settings["logingracetime"] == ["30"]
+    assert settings["x11forwarding"] == ["no"]
+    assert settings["allowtcpforwarding"] == ["no"]
+    assert settings["allowagentforwarding"] == ["no"]
+    kex = settings["kexalgorithms"][0].split(",")
+    assert set(kex) <= MODERN_KEX, kex
+    assert "sntrup761x25519-sha512@openssh.com" in kex
+    assert set(settings["ciphers"][0].split(",")) <= MODERN_CIPHERS
+    assert set(settings["macs"][0].split(",")) <= MODERN_MACS
+    if _is_agent(host):
+        assert sorted(settings["allowusers"]) == ["k3sadmin", "root"]
+    else:
+        assert "allowusers" not in settings
+
+
+def test_hardening_dropin_is_read_first_and_beats_cloud_init(host):
+    main = host.file("/etc/ssh/sshd_config").content_string
+    assert "Include /etc/ssh/sshd_config.d/*.conf" in main
+    dropins = sorted(
+        host.check_output("sudo -n find /etc/ssh/sshd_config.d -name '*.conf' -printf '%f\\n'").split()
+    )
+    assert dropins[0] == "00-gorkheavy.conf"
+    # The fresh-VM drop-in is still there and still asks for passwords; it loses.
+    assert "50-cloud-init.conf" in dropins
+    assert "PasswordAuthentication yes" in host.check_output(
+        "sudo -n cat /etc/ssh/sshd_config.d/50-cloud-init.conf"
+    )
+    dropin = host.file("/etc/ssh/sshd_config.d/00-gorkheavy.conf")
+    assert dropin.user == "root"
+    assert dropin.mode == 0o644
+    assert host.run("sudo -n /usr/sbin/sshd -t").rc == 0
+
+
+def test_sshd_is_running(host):
+    assert host.service("ssh").is_running
+
+
+def test_admin_has_passwordless_sudo(host):
+    # testinfra connects as the admin user; -n makes sudo fail instead of asking for a password.
+    assert host.user().name == ADMIN
+    assert host.check_output("sudo -n id -u") == "0"
+
+
+def test_sudoers_file_is_valid_and_locked_down(host):
+    path = "/etc/sudoers.d/gorkheavy-admin"
+    with host.sudo():
+        sudoers = host.file(path)
+        assert sudoers.exists
+        assert sudoers.user == "root"
+        assert sudoers.group == "root"
+        assert sudoers.mode == 0o440
+        assert f"{ADMIN} ALL=(ALL:ALL) NOPASSWD: ALL" in sudoers.content_string
+        check = host.run(f"visudo -cf {shlex.quote(path)}")
+    assert check.rc == 0, check.stderr
+
+
+def test_admin_user_account(host):
+    user = host.user(ADMIN)
+    assert user.exists
+    assert user.shell == "/bin/bash"
+    assert user.home == f"/home/{ADMIN}"
+    ssh_dir = host.file(f"/home/{ADMIN}/.ssh")
+    assert ssh_dir.mode == 0o700
+    assert ssh_dir.user == ADMIN
