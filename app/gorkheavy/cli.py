@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -224,6 +225,9 @@ async def _ask(config: AppConfig, args: argparse.Namespace, environ: Mapping[str
         return 2
     strategy = Strategy(args.strategy) if args.strategy else None
     progress = Progress(sys.stderr)
+    if not args.session:  # nothing to remember: keep the store out of it
+        stateless = config.memory.model_copy(update={"store": "none", "path": None, "dsn": None})
+        config = dataclasses.replace(config, memory=stateless)
     async with open_runtime(config, environ, listeners=[progress.on_event]) as runtime:
         try:
             async with progress:

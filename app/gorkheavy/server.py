@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import json
 import logging
@@ -302,22 +303,25 @@ async def _chat_events(request: web.Request, state: ServerState, body: api.ChatB
         await stream.send(json.dumps(event.as_dict()), "stage")
 
     try:
-        result = await _pump(
-            state,
-            lambda rt, sink: rt.pipeline.run(
-                body.session, body.message, strategy=body.strategy, on_event=sink
-            ),
-            stage,
-        )
-    except AllExpertsFailedError as exc:
-        payload = _failure_error(exc).body()
-        payload["candidates"] = [c.as_dict() for c in exc.candidates]
-        await stream.send(json.dumps(payload), "error")
-    except api.ApiError as exc:
-        await stream.send(json.dumps(exc.body()), "error")
-    else:
-        await stream.send(json.dumps(result.as_dict(), ensure_ascii=False), "result")
-    await stream.response.write_eof()
+        try:
+            result = await _pump(
+                state,
+                lambda rt, sink: rt.pipeline.run(
+                    body.session, body.message, strategy=body.strategy, on_event=sink
+                ),
+                stage,
+            )
+        except AllExpertsFailedError as exc:
+            payload = _failure_error(exc).body()
+            payload["candidates"] = [c.as_dict() for c in exc.candidates]
+            await stream.send(json.dumps(payload), "error")
+        except api.ApiError as exc:
+            await stream.send(json.dumps(exc.body()), "error")
+        else:
+            await stream.send(json.dumps(result.as_dict(), ensure_ascii=False), "result")
+        await stream.response.write_eof()
+    except ConnectionResetError:
+        log.info("client went away during an event stream; its request was cancelled")
     return stream.response
 
 
@@ -362,32 +366,35 @@ async def _completion_events(
         await stream.comment(f"{event.stage} {event.name} {event.status.value}")
 
     try:
-        result = await _pump(
-            state,
-            lambda rt, sink: rt.pipeline.run(
-                "openai",
-                parsed.question,
-                history=parsed.history,
-                strategy=parsed.strategy,
-                remember=False,
-                on_event=sink,
-            ),
-            stage,
-        )
-    except AllExpertsFailedError as exc:
-        await stream.send(json.dumps(_failure_error(exc).body()))
-    except api.ApiError as exc:
-        await stream.send(json.dumps(exc.body()))
-    else:
-        await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {"content": result.answer})))
-        await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {}, "stop")))
-        if parsed.include_usage:
-            usage = api.usage_of(result)
-            await stream.send(
-                json.dumps(api.chunk_body(ident, parsed.model, {}, usage=usage, empty_choices=True))
+        try:
+            result = await _pump(
+                state,
+                lambda rt, sink: rt.pipeline.run(
+                    "openai",
+                    parsed.question,
+                    history=parsed.history,
+                    strategy=parsed.strategy,
+                    remember=False,
+                    on_event=sink,
+                ),
+                stage,
             )
-    await stream.send("[DONE]")
-    await stream.response.write_eof()
+        except AllExpertsFailedError as exc:
+            await stream.send(json.dumps(_failure_error(exc).body()))
+        except api.ApiError as exc:
+            await stream.send(json.dumps(exc.body()))
+        else:
+            await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {"content": result.answer})))
+            await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {}, "stop")))
+            if parsed.include_usage:
+                usage = api.usage_of(result)
+                await stream.send(
+                    json.dumps(api.chunk_body(ident, parsed.model, {}, usage=usage, empty_choices=True))
+                )
+        await stream.send("[DONE]")
+        await stream.response.write_eof()
+    except ConnectionResetError:
+        log.info("client went away during an event stream; its request was cancelled")
     return stream.response
 
 
@@ -493,6 +500,7 @@ async def serve(
         where = f"{host or server.host}:{server.port if port is None else port}"
         sys.stderr.write(f"Error: cannot listen on {where}: {exc.strerror}\n")
         return 1
+    gc.freeze()  # objects from start-up are never garbage: keep them out of every collection
     addresses = _addresses(site)
     log.info("gorkheavy serving on %s (config %s)", ", ".join(addresses), config.source)
     if app[STATE].token is not None:

@@ -74,7 +74,11 @@ CREATE INDEX IF NOT EXISTS exchanges_by_session ON exchanges (session, id);
 
 
 class SqliteStore:
-    """One aiosqlite connection (its own thread), WAL journal; writes are serialised by a lock."""
+    """One aiosqlite connection (its own thread), WAL journal, autocommit; writes serialised by a lock.
+
+    Each statement is one hop to the database thread, so a read is one hop and a write two (insert, then
+    prune); a crash between the two leaves one extra row that the next write prunes.
+    """
 
     def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
         self._db = connection
@@ -85,7 +89,7 @@ class SqliteStore:
     async def open(cls, path: Path) -> SqliteStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            connection = await aiosqlite.connect(path)
+            connection = await aiosqlite.connect(path, isolation_level=None)
         except (OSError, aiosqlite.Error) as exc:
             raise MemoryStoreError(
                 f"cannot open the SQLite memory at {path} ({exc}); set memory.path to a writable file"
@@ -95,7 +99,6 @@ class SqliteStore:
             await connection.execute("PRAGMA synchronous=NORMAL")
             await connection.execute("PRAGMA busy_timeout=5000")
             await connection.executescript(_SQLITE_SCHEMA)
-            await connection.commit()
         except aiosqlite.Error as exc:
             await connection.close()
             raise MemoryStoreError(f"cannot use the SQLite memory at {path} ({exc})") from None
@@ -104,11 +107,10 @@ class SqliteStore:
     async def recent(self, session: str, limit: int) -> list[Exchange]:
         if limit <= 0:
             return []
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT user_text, answer, winner FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?",
             (session, limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [Exchange(str(r[0]), str(r[1]), str(r[2])) for r in reversed(list(rows))]
 
     async def append(self, session: str, exchange: Exchange, keep: int) -> None:
@@ -122,7 +124,6 @@ class SqliteStore:
                 "(SELECT id FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?)",
                 (session, session, max(keep, 0)),
             )
-            await self._db.commit()
 
     async def check(self) -> str:
         async with self._db.execute("SELECT count(*) FROM exchanges") as cursor:

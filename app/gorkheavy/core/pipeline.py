@@ -118,7 +118,7 @@ class Pipeline:
             sink(event)
 
     async def _promptimize(
-        self, question: str, history: Sequence[Exchange], sink: EventSink | None
+        self, question: str, history: Sequence[Exchange], sink: EventSink | None, reported: dict[str, float]
     ) -> tuple[str, str, float]:
         """(query to use, error or '', seconds); never raises a ModelCallError."""
         spec = self.settings.roster.promptimizer
@@ -130,6 +130,7 @@ class Pipeline:
             reply = await self._call(
                 spec, prompts.promptimizer_messages(question, history), self.settings.timeouts.promptimizer
             )
+            reported[spec.name] = reply.total_duration_ns / 1e9
             rewritten = prompts.clean_rewrite(reply.text)
             if not rewritten:
                 raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty rewrite")
@@ -149,8 +150,10 @@ class Pipeline:
         spec: ModelSpec,
         query: str,
         kind: Literal["optimized", "raw"],
+        *,
         history: Sequence[Exchange],
         sink: EventSink | None,
+        reported: dict[str, float],
     ) -> Candidate:
         self._emit(sink, StageEvent("expert", spec.name, StageStatus.START))
         start = self._clock()
@@ -158,6 +161,7 @@ class Pipeline:
             reply = await self._call(
                 spec, prompts.expert_messages(query, history), self.settings.timeouts.expert
             )
+            reported[spec.name] = reply.total_duration_ns / 1e9
             text = prompts.strip_thinking(reply.text)
             if not text:
                 raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty answer")
@@ -177,9 +181,11 @@ class Pipeline:
         rewrite: asyncio.Task[tuple[str, str, float]],
         history: Sequence[Exchange],
         sink: EventSink | None,
+        reported: dict[str, float],
     ) -> Candidate:
         query, error, _ = await rewrite
-        return await self._expert(spec, query, "raw" if error else "optimized", history, sink)
+        kind: Literal["optimized", "raw"] = "raw" if error else "optimized"
+        return await self._expert(spec, query, kind, history=history, sink=sink, reported=reported)
 
     # -- the request -----------------------------------------------------------------------------------------
 
@@ -213,13 +219,16 @@ class Pipeline:
             past = list(history)
         past = past[-settings.memory_turns :] if settings.memory_turns > 0 else []
 
+        reported: dict[str, float] = {}  # what each model server says it spent (total_duration)
         experts_started = self._clock()
         async with asyncio.TaskGroup() as group:
-            rewrite = group.create_task(self._promptimize(question, past, on_event))
+            rewrite = group.create_task(self._promptimize(question, past, on_event, reported))
             tasks = [
-                group.create_task(self._optimized_expert(spec, rewrite, past, on_event))
+                group.create_task(self._optimized_expert(spec, rewrite, past, on_event, reported))
                 if spec.optimized_query and roster.promptimizer is not None
-                else group.create_task(self._expert(spec, question, "raw", past, on_event))
+                else group.create_task(
+                    self._expert(spec, question, "raw", history=past, sink=on_event, reported=reported)
+                )
                 for spec in roster.experts
             ]
         optimized, promptimizer_error, promptimizer_seconds = rewrite.result()
@@ -235,8 +244,16 @@ class Pipeline:
             raise AllExpertsFailedError(candidates)
 
         answer, winner, source, judge_error, reason, labels = await self._decide(
-            strategy=strategy, question=question, past=past, usable=usable, timings=timings, sink=on_event
+            strategy=strategy,
+            question=question,
+            past=past,
+            usable=usable,
+            timings=timings,
+            sink=on_event,
+            reported=reported,
         )
+        for name, seconds in reported.items():
+            timings[f"model:{name}"] = seconds
 
         if remember:
             mark = self._clock()
@@ -268,6 +285,7 @@ class Pipeline:
         usable: Sequence[Candidate],
         timings: dict[str, float],
         sink: EventSink | None,
+        reported: dict[str, float],
     ) -> tuple[str, str, VerdictSource, str, str, dict[str, str]]:
         """(answer, winner, source, judge error, judge reason, label -> expert name)."""
         spec = self.settings.roster.judge
@@ -286,6 +304,7 @@ class Pipeline:
             if strategy is Strategy.SYNTHESIZE:
                 messages = prompts.judge_synthesize_messages(question, past, texts)
                 reply = await self._call(spec, messages, self.settings.timeouts.judge)
+                reported[spec.name] = reply.total_duration_ns / 1e9
                 text = prompts.strip_thinking(reply.text)
                 if not text:
                     raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty synthesis")
@@ -298,6 +317,7 @@ class Pipeline:
                 self.settings.timeouts.judge,
                 fmt=prompts.verdict_schema(list(labels)),
             )
+            reported[spec.name] = reply.total_duration_ns / 1e9
             verdict = judging.parse_verdict(reply.text, list(labels))
             if verdict is None:
                 raise ModelCallError(
