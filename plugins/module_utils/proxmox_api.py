@@ -233,7 +233,7 @@ class ProxmoxClient:
         text = [entry.get("t", "") for entry in log if isinstance(entry, dict)]
         return [line for line in text if line and line != "no content"][-lines:]
 
-    def wait_task(self, upid, what, timeout=1800, poll=0.2, max_poll=2.0):
+    def wait_task(self, upid, what, timeout=1800, poll=0.1, max_poll=2.0):
         """Poll a task until it stops; raise with the log's last lines when it failed.
 
         Polls quickly first (most tasks take a second or two) and then every ``max_poll`` seconds.

@@ -67,7 +67,7 @@ options:
     type: int
     default: 600
   interval:
-    description: Seconds between two polls.
+    description: Longest pause in seconds between two polls (the first polls come faster).
     type: int
     default: 2
 requirements:
@@ -160,6 +160,8 @@ def main():
     path = f"nodes/{params['node']}/qemu/{params['vmid']}/agent/network-get-interfaces"
     start = time.monotonic()
     last = "no answer yet"
+    # Poll quickly at first (the agent often answers within a second of the first try), then every interval.
+    pause = min(0.25, params["interval"])
     try:
         client = ProxmoxClient(module)
         while True:
@@ -190,7 +192,8 @@ def main():
                     "Is qemu-guest-agent installed in the image and "
                     "did the VM boot? Look at its serial console: qm terminal " + str(params["vmid"]),
                 )
-            time.sleep(params["interval"])
+            time.sleep(pause)
+            pause = min(pause * 2, params["interval"])
     except ProxmoxError as exc:
         module.fail_json(msg=str(exc))
 
