@@ -1,0 +1,169 @@
+"""The SSH lockout guard on a real systemd host, over real SSH.
+
+The host starts like a fresh VM whose operator logs in with a password: the admin user has a
+password and password sudo, and cloud-init's drop-in turns SSH password log-in on. The inventory
+gives the admin user a public key that does not belong to the controller's private key, so the
+guard's fresh key log-in must fail and the play must stop before sshd is changed. With the
+matching key the same play hardens sshd.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.hosts.systemd_host import REPO, SystemdHost, build_image
+
+pytestmark = [pytest.mark.hosts, pytest.mark.slow]
+
+ADMIN = "k3sadmin"
+GUARD_MESSAGE = "Lockout guard: refusing to turn password log-in off"
+SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+
+
+def _keypair(directory: Path, name: str) -> Path:
+    key = directory / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True)
+    return key
+
+
+def _run_prepare(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+    }
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks/prepare.yml"), *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def _password_login(address: str, password: str) -> subprocess.CompletedProcess[str]:
+    argv = ["sshpass", "-e", "ssh", *SSH_OPTIONS.split()]
+    argv += ["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"]
+    argv += [f"{ADMIN}@{address}", "id -un"]
+    env = {**os.environ, "SSHPASS": password}
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60, env=env)
+
+
+def _sshd_state(host: SystemdHost) -> str:
+    """sshd_config's checksum and the drop-ins present: what the guard must leave untouched."""
+    return host.sh("sha256sum /etc/ssh/sshd_config; ls /etc/ssh/sshd_config.d").stdout
+
+
+@pytest.fixture(scope="module")
+def fresh_vm(tmp_path_factory):
+    work = tmp_path_factory.mktemp("lockout")
+    controller_key = _keypair(work, "controller")
+    wrong_key = _keypair(work, "someone-else")
+    password = secrets.token_urlsafe(18)
+    build_image()
+    host = SystemdHost.start("gorkheavy-lockout", controller_key.with_suffix(".pub"))
+    try:
+        host.sh(
+            f"useradd --create-home --shell /bin/bash --groups sudo {ADMIN} && chpasswd"
+            " && echo 'PasswordAuthentication yes' > /etc/ssh/sshd_config.d/50-cloud-init.conf"
+            " && systemctl reload ssh.service",
+            stdin=f"{ADMIN}:{password}\n",
+        )
+
+        def inventory(public_key: Path) -> Path:
+            path = work / f"inventory-{public_key.name}.yml"
+            host_vars = {
+                "ansible_host": host.address,
+                "ansible_user": ADMIN,
+                "ansible_password": password,
+                "ansible_become_password": password,
+                "ansible_ssh_common_args": SSH_OPTIONS,
+            }
+            group_vars = {
+                "gorkheavy_admin_user": ADMIN,
+                "gorkheavy_ssh_public_keys": [public_key.read_text().strip()],
+                "gorkheavy_ssh_private_key_file": str(controller_key),
+            }
+            tree = {
+                "all": {"children": {"k3s_cluster": {"hosts": {host.name: host_vars}, "vars": group_vars}}}
+            }
+            path.write_text(yaml.safe_dump(tree))
+            return path
+
+        yield {
+            "host": host,
+            "password": password,
+            "controller_key": controller_key,
+            "wrong_inventory": inventory(wrong_key.with_suffix(".pub")),
+            "right_inventory": inventory(controller_key.with_suffix(".pub")),
+        }
+    finally:
+        host.remove()
+
+
+def test_password_login_works_on_the_fresh_vm(fresh_vm):
+    result = _password_login(fresh_vm["host"].address, fresh_vm["password"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ADMIN
+
+
+def test_guard_stops_a_check_mode_run_with_the_wrong_key(fresh_vm):
+    before = _sshd_state(fresh_vm["host"])
+    result = _run_prepare(fresh_vm["wrong_inventory"], "--check")
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert GUARD_MESSAGE in result.stdout
+    assert _sshd_state(fresh_vm["host"]) == before
+
+
+def test_guard_stops_the_run_with_the_wrong_key_before_sshd_changes(fresh_vm):
+    host = fresh_vm["host"]
+    before = _sshd_state(host)
+    result = _run_prepare(fresh_vm["wrong_inventory"])
+    out = result.stdout
+    assert result.returncode == 2, out[-3000:]
+    # The play stopped at the guard, with the reason and the fix in the message.
+    assert "TASK [gorkheavy.lite.ssh_hardening : Stop before sshd is changed" in out
+    assert GUARD_MESSAGE in out
+    assert "Permission denied (publickey" in out
+    assert "sshd was not changed" in out
+    assert "TASK [gorkheavy.lite.ssh_hardening : Put the hardening drop-in in place" not in out
+    assert "gorkheavy.lite.swap" not in out.split("Stop before sshd is changed", 1)[1]
+    # The admin user did get the (wrong) key: admin_user ran, the guard then caught the mismatch.
+    assert "someone-else" in host.sh(f"cat /home/{ADMIN}/.ssh/authorized_keys").stdout
+    # sshd is exactly as it was and still takes passwords.
+    assert _sshd_state(host) == before
+    assert "passwordauthentication yes" in host.sh("sshd -T").stdout.splitlines()
+    login = _password_login(host.address, fresh_vm["password"])
+    assert login.returncode == 0, login.stderr
+
+
+def test_with_the_matching_key_the_same_play_hardens_sshd(fresh_vm):
+    host = fresh_vm["host"]
+    result = _run_prepare(fresh_vm["right_inventory"], "--tags", "admin_user,ssh_hardening")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert GUARD_MESSAGE not in result.stdout
+    assert "00-gorkheavy.conf" in host.sh("ls /etc/ssh/sshd_config.d").stdout
+    assert "passwordauthentication no" in host.sh("sshd -T").stdout.splitlines()
+    refused = _password_login(host.address, fresh_vm["password"])
+    assert refused.returncode != 0
+    assert "Permission denied (publickey)" in refused.stderr
+    key_login = subprocess.run(
+        ["ssh", *SSH_OPTIONS.split(), "-o", "BatchMode=yes", "-i", str(fresh_vm["controller_key"]),
+         f"{ADMIN}@{host.address}", "sudo -n id -u"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )  # fmt: skip
+    assert key_login.returncode == 0, key_login.stderr
+    assert key_login.stdout.strip() == "0"
