@@ -203,7 +203,8 @@ def validate(params):
     return problems
 
 
-def main():
+def build_argument_spec():
+    """The module's options (the same as in DOCUMENTATION)."""
     argument_spec = api_argument_spec()
     argument_spec.update(
         node={"type": "str", "required": True},
@@ -225,6 +226,11 @@ def main():
         ownership_tag={"type": "str", "default": "gorkheavy-lite"},
         task_timeout={"type": "int", "default": 1800},
     )
+    return argument_spec
+
+
+def main():
+    argument_spec = build_argument_spec()
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,

@@ -611,7 +611,8 @@ class CloudVm:
             self.result["power"] = self.after["status"]
 
 
-def main():
+def build_argument_spec():
+    """The module's options (the same as in DOCUMENTATION)."""
     argument_spec = api_argument_spec()
     argument_spec.update(
         vmid={"type": "int", "required": True},
@@ -639,6 +640,11 @@ def main():
         ownership_tag={"type": "str", "default": "gorkheavy-lite"},
         task_timeout={"type": "int", "default": 1800},
     )
+    return argument_spec
+
+
+def main():
+    argument_spec = build_argument_spec()
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,

@@ -323,7 +323,8 @@ def check_privileges(client, module, params, problems):
         )
 
 
-def main():
+def build_argument_spec():
+    """The module's options (the same as in DOCUMENTATION)."""
     argument_spec = api_argument_spec()
     argument_spec.update(
         min_version={"type": "str", "default": "8.4"},
@@ -361,6 +362,11 @@ def main():
         ownership_tag={"type": "str", "default": "gorkheavy-lite"},
         privileges={"type": "list", "elements": "str", "default": []},
     )
+    return argument_spec
+
+
+def main():
+    argument_spec = build_argument_spec()
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,

@@ -141,7 +141,8 @@ def usable_addresses(payload):
     return found
 
 
-def main():
+def build_argument_spec():
+    """The module's options (the same as in DOCUMENTATION)."""
     argument_spec = api_argument_spec()
     argument_spec.update(
         node={"type": "str", "required": True},
@@ -150,6 +151,11 @@ def main():
         timeout={"type": "int", "default": 600},
         interval={"type": "int", "default": 2},
     )
+    return argument_spec
+
+
+def main():
+    argument_spec = build_argument_spec()
     module = AnsibleModule(
         argument_spec=argument_spec,
         supports_check_mode=True,

@@ -1,0 +1,60 @@
+"""Each Proxmox module's DOCUMENTATION matches the options it takes (names, types, defaults, choices)."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+MODULES = ["proxmox_preflight", "proxmox_cloud_template", "proxmox_cloud_vm", "proxmox_vm_address"]
+
+
+def load(name: str) -> ModuleType:
+    return importlib.import_module(f"ansible_collections.gorkheavy.lite.plugins.modules.{name}")
+
+
+def compare(documented: dict[str, Any], spec: dict[str, Any], where: str) -> list[str]:
+    problems = []
+    if set(documented) != set(spec):
+        problems.append(
+            f"{where}: documented {sorted(set(documented) - set(spec))} "
+            f"but not in the spec, in the spec {sorted(set(spec) - set(documented))} but not documented"
+        )
+    for option in sorted(set(documented) & set(spec)):
+        doc, arg = documented[option], spec[option]
+        for key in ("type", "default", "choices", "elements"):
+            doc_value, arg_value = doc.get(key), arg.get(key)
+            if key == "type":
+                arg_value = arg_value or "str"
+            if doc_value != arg_value:
+                problems.append(
+                    f"{where}.{option}: {key} is {doc_value!r} in the docs, {arg_value!r} in the spec"
+                )
+        if bool(doc.get("required")) != bool(arg.get("required")):
+            problems.append(f"{where}.{option}: required differs")
+        if not doc.get("description"):
+            problems.append(f"{where}.{option}: no description")
+        if "options" in arg:
+            problems.extend(compare(doc.get("suboptions", {}), arg["options"], f"{where}.{option}"))
+    return problems
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_documentation_matches_the_argument_spec(name: str) -> None:
+    module = load(name)
+    documentation = yaml.safe_load(module.DOCUMENTATION)
+    assert documentation["module"] == name
+    assert compare(documentation["options"], module.build_argument_spec(), name) == []
+    assert yaml.safe_load(module.EXAMPLES)
+    assert yaml.safe_load(module.RETURN)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_secrets_are_never_logged(name: str) -> None:
+    spec = load(name).build_argument_spec()
+    assert spec["api_token_secret"]["no_log"] is True
+    assert spec["api_password"]["no_log"] is True
+    assert spec["validate_certs"]["default"] is True
