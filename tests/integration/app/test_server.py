@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -361,3 +362,37 @@ async def drain_scenario(url: str, process: subprocess.Popen[str]) -> dict[str, 
         started = time.monotonic()
         status, body, _ = await request
         return {"chat": status, "ready_during_drain": ready, "answer": body.get("answer"), "waited": started}
+
+
+async def test_a_client_leaving_an_event_stream_frees_its_slot_quietly(
+    backend: Backend, serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gorkheavy")
+    backend.behavior("judge").latency = 0.4
+    async with serve() as (url, http):
+        async with http.post(
+            f"{url}/v1/chat", json={"session": "s", "message": "q", "stream": True}
+        ) as response:
+            assert (await response.content.readline()).startswith(b"event: stage")
+        # the client is gone: the next write fails, the work is cancelled, the slot is freed, nothing is
+        # logged as an error by the server
+        await asyncio.sleep(0.8)
+        async with http.get(f"{url}/metrics") as response:
+            assert "gorkheavy_requests_in_flight 0.0" in await response.text()
+        status, _, _ = await post(http, f"{url}/v1/chat", {"session": "s", "message": "again"})
+        assert status == 200
+    assert not [r for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("gorkheavy")]
+    assert any("client went away" in r.getMessage() for r in caplog.records)
+
+
+async def test_in_flight_gauge_counts_running_requests(backend: Backend, serve: Serve) -> None:
+    backend.behavior("judge").latency = 0.4
+    async with serve() as (url, http):
+        running_requests = [
+            asyncio.create_task(post(http, f"{url}/v1/chat", {"session": f"s{i}", "message": "q"}))
+            for i in range(3)
+        ]
+        await asyncio.sleep(0.2)
+        async with http.get(f"{url}/metrics") as response:
+            assert "gorkheavy_requests_in_flight 3.0" in await response.text()
+        assert [status for status, _, _ in await asyncio.gather(*running_requests)] == [200, 200, 200]
