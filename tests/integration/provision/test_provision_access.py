@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import pytest
 
 from tests.integration.provision import harness
@@ -63,3 +66,42 @@ def test_dhcp_vm_gets_its_address_from_the_guest_agent(lab: Lab) -> None:
     assert run.rc == 0, run.output
     assert lab.config("pve1", 201)["ipconfig0"] == "ip=dhcp"
     assert "k3s-server -> 10.0.2.15" in run.stdout
+
+
+def test_the_ssh_wait_needs_an_ssh_banner_on_the_address(lab: Lab) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        stop = threading.Event()
+
+        def serve() -> None:
+            listener.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            vms = {"k3s-server": {**harness.VMS["k3s-server"], "address": "127.0.0.1"}}
+            inventory = lab.inventory(
+                vms=vms,
+                group_vars={
+                    "gorkheavy_proxmox_templates": [{"node": "pve1", "vmid": 9001}],
+                    "gorkheavy_proxmox_wait_for": "ssh",
+                    "gorkheavy_proxmox_ssh_port": port,
+                    "gorkheavy_network_prefix": 8,
+                },
+            )
+            run = lab.provision(inventory)
+        finally:
+            stop.set()
+            thread.join(timeout=2)
+    assert run.rc == 0, run.output
+    assert "Wait until each VM answers on SSH" in run.stdout
+    assert "k3s-server -> 127.0.0.1" in run.stdout
