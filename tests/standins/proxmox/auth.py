@@ -53,22 +53,22 @@ class Auth:
         if ticket:
             userid = self.verify_ticket(ticket)
             if userid is None:
-                raise ApiError(401, "Authentication failed!")
+                raise ApiError(401, "Authentication failed!", bare=True)
             if method != "GET":
                 csrf = headers.get("CSRFPreventionToken")
                 if not csrf or not self.verify_csrf(userid, csrf):
-                    raise ApiError(401, "Permission denied - invalid csrf token")
+                    raise ApiError(401, "Permission denied - invalid csrf token", bare=True)
             return userid
         token = _extract(auth_header, "PVEAPIToken")
         if not token:
-            raise ApiError(401, "No ticket")
+            raise ApiError(401, "No ticket", bare=True)
         match = re.match(r"^(\S+?![A-Za-z][A-Za-z0-9.\-_]+)[=:](\S+)$", token)
         if not match:
-            raise ApiError(401, "Authentication failed!")
+            raise ApiError(401, "Authentication failed!", bare=True)
         tokenid, secret = match.group(1), match.group(2)
         known = self.cluster.tokens.get(tokenid)
         if known is None or not hmac.compare_digest(known.secret, secret):
-            raise ApiError(401, "Authentication failed!")
+            raise ApiError(401, "Authentication failed!", bare=True)
         return tokenid
 
     def login(self, username: str, password: str, realm: str | None) -> dict[str, Any]:

@@ -122,6 +122,13 @@ class ProxmoxStandin:
             self.cluster.load_json(data)
             self.virtual_sizes = {(n, v): s for n, v, s in data.get("virtual_sizes", [])}
             self.counter = int(data.get("counter", 0))
+            if isinstance(self.backend, SimulatedBackend):
+                # simulated guests that ran before the restart still run, their agents already answer
+                for vm in self.cluster.vms.values():
+                    if vm.started_at is not None:
+                        self.backend.running[(vm.node, vm.vmid)] = (
+                            self.backend.clock() - self.backend.agent_delay
+                        )
 
     # -- configuration --------------------------------------------------------------------------------
 
@@ -354,7 +361,7 @@ class _Ticker(threading.Thread):
 
 
 def _error_body(exc: ApiError) -> dict[str, Any] | None:
-    if exc.status == 401:
+    if exc.bare:
         return None
     body: dict[str, Any] = {"data": None}
     if exc.errors:
@@ -383,6 +390,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._serve("DELETE")
+
+    def _unknown_method(self) -> None:
+        self._send(501, f"method '{self.command}' not available", None, {})
+
+    do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = _unknown_method
 
     def _serve(self, method: str) -> None:
         parsed = urllib.parse.urlsplit(self.path)

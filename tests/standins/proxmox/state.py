@@ -18,11 +18,14 @@ GIB = 1024**3
 class ApiError(Exception):
     """An error the API answers with: HTTP status, the message (reason line) and optional per-param errors."""
 
-    def __init__(self, status: int, message: str, errors: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, errors: dict[str, str] | None = None, *, bare: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message if message.endswith("\n") else message + "\n"
         self.errors = errors
+        self.bare = bare  # sent without a body, like the HTTP server's own authentication errors
 
 
 def param_error(errors: dict[str, str]) -> ApiError:

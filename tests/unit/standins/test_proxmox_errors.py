@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -457,18 +456,33 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     with running_standin(nodes=["pve1"], state_file=state) as (standin, server):
         standin.add_volume("pve1", "local:import/base.qcow2", 10_000, "qcow2", "import")
         api = client(server)
-        make_vm(api, 100, name="keeper", tags="x")
-        standin.save()
+        make_vm(
+            api,
+            100,
+            name="keeper",
+            tags="x",
+            agent="1",
+            net0="virtio,bridge=vmbr0",
+            ipconfig0="ip=10.2.0.5/24",
+        )
+        wait_task(api, "pve1", api.nodes("pve1").qemu(100).status.start.post())
+        before = api.nodes("pve1").tasks.get()
     assert json.loads(state.read_text())["nodes"] == ["pve1"]
-    with running_standin(nodes=["pve1"], state_file=state) as (_standin, server):
+    with running_standin(nodes=["pve9"], state_file=state) as (_standin, server):
         api = client(server)
+        assert [n["node"] for n in api.nodes.get()] == ["pve1"]  # the state file wins
         config = api.nodes("pve1").qemu(100).config.get()
         assert config["name"] == "keeper"
         assert config["scsi0"].startswith("local-lvm:vm-100-disk-0,")
         assert [v["volid"] for v in api.nodes("pve1").storage("local-lvm").content.get()] == [
             "local-lvm:vm-100-disk-0"
         ]
-        time.sleep(0)
+        assert api.nodes("pve1").qemu(100).status.current.get()["status"] == "running"
+        result = api.nodes("pve1").qemu(100).agent("network-get-interfaces").get()["result"]
+        assert any(a["ip-address"] == "10.2.0.5" for i in result for a in i.get("ip-addresses", []))
+        assert api.nodes("pve1").tasks.get() == before
+        upid = api.nodes("pve1").qemu.post(vmid=101)
+        assert int(upid.split(":")[2], 16) > max(int(t["upid"].split(":")[2], 16) for t in before)
 
 
 def test_template_with_linked_clones_cannot_be_destroyed(lab: tuple[ProxmoxStandin, Server, Any]) -> None:
