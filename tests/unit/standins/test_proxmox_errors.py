@@ -175,6 +175,8 @@ def test_unknown_and_unmodelled_paths(lab: tuple[ProxmoxStandin, Server, Any]) -
     response = raw(server, "PUT", "/version")
     assert response.status_code == 501
     assert response.reason == "Method 'PUT /version' not implemented"
+    response = raw(server, "PATCH", "/version")
+    assert (response.status_code, response.reason) == (501, "method 'PATCH' not available")
     response = raw(server, "GET", "/nodes/pve1/lxc")
     assert response.status_code == 501
     assert "/nodes/{node}/lxc" in response.json()["message"]
@@ -240,7 +242,8 @@ def test_ticket_login_and_csrf(lab: tuple[ProxmoxStandin, Server, Any]) -> None:
     failed = raw(
         server, "POST", "/access/ticket", headers={}, data={"username": "admin@pve", "password": "nope"}
     )
-    assert failed.status_code == 401
+    assert (failed.status_code, failed.reason) == (401, "authentication failure")
+    assert failed.json() == {"data": None, "message": "authentication failure\n"}
     login = raw(
         server,
         "POST",
