@@ -1,42 +1,60 @@
-"""Proxmox VE 9.1 API stand-in: an HTTPS server that answers like a three-node Proxmox VE cluster.
+"""Proxmox VE 9.1 API stand-in: an HTTPS server that answers like a Proxmox VE cluster.
 
 Every request is routed, verified and answered following the official API schema
-(``tests/fixtures/proxmox/pve-api-schema-9.1.json``): unknown parameters, wrong types, formats, enums,
-patterns and ranges are refused with HTTP 400 and a per-parameter ``errors`` object, the way
-``pve-api-daemon`` does. Responses are ``{"data": ...}`` and (in strict mode, the default) checked
-against the method's ``returns`` schema; a mismatch raises ``StandinBug``.
+(``tests/fixtures/proxmox/pve-api-schema-9.1.json``, see ``NOTE.md`` there): unknown parameters, wrong
+types, formats (named ones and property strings), enums, patterns and ranges are refused with HTTP 400
+and a per-parameter ``errors`` object worded like ``pve-api-daemon``'s. Responses are ``{"data": ...}``;
+in strict mode (the default) each one is checked against the method's ``returns`` schema and a mismatch
+becomes HTTP 500 "stand-in bug" plus an entry in ``response_violations``. Schema paths the stand-in does
+not model answer 501 naming the path; paths outside the schema answer 501 "Method 'GET /x' not implemented".
+Long operations are tasks: a UPID, then ``/nodes/{node}/tasks/{upid}/status`` running -> stopped with an
+``exitstatus`` ("OK" or the error text) and ``.../log`` ending in "TASK OK" / "TASK ERROR: ...".
 
 Python API::
 
     from tests.standins.proxmox import ProxmoxStandin, StorageDef
 
-    standin = ProxmoxStandin(nodes=["pve1", "pve2", "pve3"])        # loads the fixture schema
+    standin = ProxmoxStandin(nodes=["pve1", "pve2", "pve3"])       # loads the fixture schema
     standin.add_token("gorkheavy@pve!ansible", "SECRET", privsep=False)
     standin.add_token("ro@pve!audit", "S2", privsep=True, privileges={"/": ["Sys.Audit", "VM.Audit"]})
-    standin.add_user("admin@pve", password="pw")                    # ticket login (POST /access/ticket)
-    standin.add_storage(StorageDef("shared", "nfs", ["images"], shared=True))
-    standin.add_remote_file("https://example.invalid/noble.img", b"...", virtual_size=3 * 2**30)
-    standin.task_durations["qmclone"] = 0.3                         # seconds, per task type ("default")
+    standin.add_user("admin@pve", password="pw")                   # ticket login; privileges=None: all
+    standin.add_storage(StorageDef("shared", "nfs", ["images", "import"], shared=True))
+    standin.add_volume("pve1", "local:import/base.qcow2", 2**20, "qcow2", "import")
+    standin.add_remote_file(url, b"image bytes", virtual_size=3 * 2**30)   # what download-url finds
+    standin.task_durations["qmclone"] = 0.3                        # seconds per task type; "default"
     standin.faults.fail_next_task("qmclone", "clone failed: out of space")
-    standin.faults.lock_timeout_once(9000)                          # next lock of VM 9000 times out
+    standin.faults.lock_timeout_once(9000)                         # next lock of VM 9000 times out
     standin.faults.agent_errors[101] = ["QEMU guest agent is not running"]
-    standin.backend.agent_delay = 0.5                               # SimulatedBackend
+    standin.backend.agent_delay = 0.5                              # SimulatedBackend (the default)
+    standin.backend.start_failures[101] = "start failed: ..."      # next start of 101 fails
+    standin.bridges = ["vmbr0"]                                    # bridges a start may use
     with standin.serve_https(host="127.0.0.1", port=0) as server:  # thread; trustme certificate
-        server.url, server.port, server.ca_path                     # CA PEM for verify_ssl
-        ...
+        server.url, server.host, server.port, server.ca_path       # CA PEM for verify_ssl
     standin.requests            # [LoggedRequest(method, path, params, status)]
-    standin.schema_violations   # requests refused by the schema (provision tests assert this is empty)
-    standin.response_violations # responses that did not match "returns" (strict mode raises instead)
+    standin.schema_violations   # requests refused by the schema (the provision tests assert it is empty)
+    standin.response_violations # responses that did not match "returns"
+    standin.wait_tasks(); standin.vm_config(100)                   # direct looks at the state
+    standin.handle("GET", "/version", {}, headers)                 # one request without HTTP
+
+``tests.standins.proxmox.testing`` has ``running_standin()``, ``client(server)`` (proxmoxer) and
+``wait_task()`` for tests.
 
 CLI::
 
     python -m tests.standins.proxmox --host 127.0.0.1 --port 8006 --nodes pve1,pve2,pve3 \\
-        --token 'gorkheavy@pve!ansible=SECRET' --state /tmp/pve.json --ca-out /tmp/pve-ca.pem
+        --token 'gorkheavy@pve!ansible=SECRET' --user 'admin@pve=PASSWORD' --state /tmp/pve.json \\
+        --ca-out /tmp/pve-ca.pem --task-duration qmclone=0.3 --agent-delay 0.5
 
-Default state: nodes ``pve1``, ``pve2``, ``pve3``; on every node storage ``local`` (dir, content
-``iso,vztmpl,backup,import,snippets``) and ``local-lvm`` (lvmthin, ``images,rootdir``); both local
-(not shared); user ``root@pam`` (no password). VM power is delegated to a ``VmBackend``
-(``SimulatedBackend`` by default) so a lab can back VMs with real hosts.
+Default state: nodes ``pve1``, ``pve2``, ``pve3`` (any list, one node is fine); on every node storage
+``local`` (dir, content ``backup,import,iso,snippets,vztmpl``) and ``local-lvm`` (lvmthin,
+``images,rootdir``), neither shared; bridge ``vmbr0``; user ``root@pam``. With ``state_file`` the state
+(nodes, storages, volumes, VMs, finished tasks) is saved after every change and loaded at start; the
+file's nodes win over the ``nodes`` argument.
+
+VM power goes through a ``VmBackend`` (``start``/``stop``/``status``/``addresses``); the default
+``SimulatedBackend`` makes the guest agent answer ``agent_delay`` seconds after start with ``lo``, one
+interface per ``netN`` carrying the ``ipconfigN`` address, and one interface without an address. A lab
+can pass ``backend=`` to back VMs with real test hosts.
 """
 
 from tests.standins.proxmox.api import Faults
