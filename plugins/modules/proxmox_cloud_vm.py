@@ -140,6 +140,10 @@ options:
     description: Start the VM when its node boots.
     type: bool
     default: true
+  description:
+    description: Notes of the VM shown in the Proxmox UI.
+    type: str
+    default: Managed by gorkheavy-lite (playbooks/provision.yml); changes made here may be overwritten.
   tags:
     description: Tags of the VM; O(ownership_tag) is always added.
     type: list
@@ -262,6 +266,9 @@ from ansible_collections.gorkheavy.lite.plugins.module_utils.proxmox_api import 
     split_tags,
 )
 
+DEFAULT_DESCRIPTION = (
+    "Managed by gorkheavy-lite (playbooks/provision.yml); changes made here may be overwritten."
+)
 DNS_NAME = re.compile(
     r"^(?=.{1,63}$)[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*$"
 )
@@ -319,6 +326,7 @@ def desired_config(params):
         "ciupgrade": 1 if params["ci_upgrade"] else 0,
         "agent": 1,
         "net0": {"bridge": params["bridge"], "firewall": "1" if params["firewall"] else "0"},
+        "description": (params["description"] or "").strip(),
     }
     if params.get("ci_user"):
         want["ciuser"] = params["ci_user"]
@@ -351,6 +359,8 @@ def current_view(config):
         "ipconfig0": parse_ipconfig(config.get("ipconfig0")),
         "nameserver": split_list(config.get("nameserver")),
         "searchdomain": config.get("searchdomain"),
+        # Proxmox stores notes as comment lines; compare without surrounding whitespace.
+        "description": (config.get("description") or "").strip(),
     }
     return view
 
@@ -639,6 +649,7 @@ def build_argument_spec():
         tags={"type": "list", "elements": "str", "default": []},
         ownership_tag={"type": "str", "default": "gorkheavy-lite"},
         task_timeout={"type": "int", "default": 1800},
+        description={"type": "str", "default": DEFAULT_DESCRIPTION},
     )
     return argument_spec
 

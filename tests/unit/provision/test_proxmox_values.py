@@ -34,6 +34,7 @@ def params(**overrides: Any) -> dict[str, Any]:
         "onboot": True,
         "tags": ["k3s"],
         "ownership_tag": "gorkheavy-lite",
+        "description": vm_module.DEFAULT_DESCRIPTION,
     }
     base.update(overrides)
     return base
