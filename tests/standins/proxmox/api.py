@@ -43,6 +43,41 @@ CLOUDINIT_KEYS = {
     "searchdomain",
     "sshkeys",
 }
+# option groups of qemu-server's permission checks
+CPU_OPTIONS = {"cores", "cpu", "cpulimit", "cpuunits", "numa", "smp", "sockets", "vcpus", "affinity"}
+MEMORY_OPTIONS = {"memory", "balloon", "shares", "allow-ksm"}
+HWTYPE_OPTIONS = {
+    "acpi",
+    "hotplug",
+    "kvm",
+    "machine",
+    "scsihw",
+    "smbios1",
+    "tablet",
+    "vga",
+    "watchdog",
+    "audio0",
+    "rng0",
+}
+GENERAL_OPTIONS = {
+    "agent",
+    "autostart",
+    "bios",
+    "description",
+    "keyboard",
+    "localtime",
+    "migrate_downtime",
+    "migrate_speed",
+    "name",
+    "onboot",
+    "ostype",
+    "protection",
+    "reboot",
+    "startdate",
+    "startup",
+    "tdf",
+    "template",
+}
 # options a running VM takes at once; everything else becomes pending until the next start
 HOTPLUG_OPTIONS = {
     "name",
@@ -329,35 +364,50 @@ class ProxmoxApi:
                 return self.print_drive(key, drive)
         return value
 
-    def check_modify_perms(self, authid: str, vmid: int, keys: list[str]) -> None:
+    def check_modify_perms(
+        self, authid: str, vmid: int, keys: list[str], values: Mapping[str, str], *, update: bool
+    ) -> None:
+        """The privilege each config option needs, following qemu-server's option groups."""
+        if authid == "root@pam":
+            return
+        path = f"/vms/{vmid}"
         for key in keys:
-            if key in CLOUDINIT_KEYS or key.startswith("ipconfig"):
-                priv = "VM.Config.Cloudinit"
-            elif DRIVE_KEY_RE.match(key) or key.startswith("unused"):
-                priv = "VM.Config.Disk"
-            elif key.startswith("net"):
-                priv = "VM.Config.Network"
-            elif key in ("cores", "sockets", "cpu", "vcpus", "cpulimit", "cpuunits", "affinity", "numa"):
-                priv = "VM.Config.CPU"
-            elif key in ("memory", "balloon", "shares"):
-                priv = "VM.Config.Memory"
-            elif key in (
-                "name",
-                "description",
-                "onboot",
-                "tags",
-                "agent",
-                "startup",
-                "protection",
-                "boot",
-                "ostype",
-            ):
-                priv = "VM.Config.Options"
-            elif key == "cdrom":
-                priv = "VM.Config.CDROM"
+            if DRIVE_KEY_RE.match(key) or key == "cdrom":
+                if update:
+                    value = values.get(key, "")
+                    cdrom = key == "cdrom" or "media=cdrom" in value
+                    self.check(authid, path, ["VM.Config.CDROM" if cdrom else "VM.Config.Disk"])
+                continue
+            if re.match(r"^serial\d+$", key):
+                if key in values and values[key] != "socket":
+                    raise ApiError(500, f"only root can set '{key}' config for real devices")
+                self.check(authid, path, ["VM.Config.HWType"])
+                continue
+            if re.match(r"^(?:unused|usb|hostpci|virtiofs)\d+$", key):
+                self.check(
+                    authid, path, ["VM.Config.Disk" if key.startswith("unused") else "VM.Config.HWType"]
+                )
+                continue
+            if key in CPU_OPTIONS or re.match(r"^numa\d+$", key):
+                self.check(authid, path, ["VM.Config.CPU"])
+            elif key in MEMORY_OPTIONS:
+                self.check(authid, path, ["VM.Config.Memory"])
+            elif key in HWTYPE_OPTIONS:
+                self.check(authid, path, ["VM.Config.HWType"])
+            elif key in GENERAL_OPTIONS or key == "tags":
+                self.check(authid, path, ["VM.Config.Options"])
+                if key == "startup":
+                    self.check(authid, "/", ["Sys.Modify"])
+            elif key == "freeze":
+                self.check(authid, path, ["VM.PowerMgmt"])
+            elif key in ("boot", "bootdisk", "vmstatestorage"):
+                self.check(authid, path, ["VM.Config.Disk"])
+            elif re.match(r"^net\d+$", key):
+                self.check(authid, path, ["VM.Config.Network"])
+            elif key in CLOUDINIT_KEYS or re.match(r"^ipconfig\d+$", key):
+                self.check(authid, path, ["VM.Config.Cloudinit", "VM.Config.Network"], any_=True)
             else:
-                priv = "VM.Config.HWType"
-            self.check(authid, f"/vms/{vmid}", [priv])
+                raise ApiError(500, f"only root can set '{key}' config")
 
     def validate_sshkeys(self, params: Mapping[str, str]) -> None:
         keys = params.get("sshkeys")
@@ -818,7 +868,7 @@ def create_vm(api: ProxmoxApi, req: Request) -> Any:
         raise ApiError(500, f"pool '{pool}' does not exist")
     api.check(req.authid, f"/vms/{vmid}", ["VM.Allocate"])
     api.validate_sshkeys(params)
-    api.check_modify_perms(req.authid, vmid, list(params))
+    api.check_modify_perms(req.authid, vmid, list(params), params, update=False)
     api.check_drives(req, vmid, params)
     existing = api.cluster.vms.get(vmid)
     if existing is not None:
@@ -974,7 +1024,7 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
             errors["delete"] = f"you can't use '-{key}' and -revert {key}' at the same time"
     if errors:
         raise param_error(errors)
-    api.check_modify_perms(req.authid, vmid, list(params) + delete)
+    api.check_modify_perms(req.authid, vmid, list(params) + delete, {**vm.config, **params}, update=True)
     api.check_drives(req, vmid, params)
     if "tags" in params:
         params["tags"] = _normalize_tags(params["tags"])

@@ -299,7 +299,10 @@ def test_privilege_separated_token(lab: tuple[ProxmoxStandin, Server, Any]) -> N
     with pytest.raises(ResourceException, match=r"Permission check failed \(/nodes/pve1, Sys.Audit\)"):
         power.nodes("pve1").status.get()
     power.nodes("pve1").qemu(100).config.put(name="renamed")
-    with pytest.raises(ResourceException, match=r"Permission check failed \(/vms/100, VM.Config.Cloudinit\)"):
+    with pytest.raises(
+        ResourceException,
+        match=r"Permission check failed \(/vms/100, VM.Config.Cloudinit\|VM.Config.Network\)",
+    ):
         power.nodes("pve1").qemu(100).config.put(ciuser="ubuntu")
     with pytest.raises(ResourceException, match=r"Permission check failed \(/vms/100, VM.Config.Disk\)"):
         power.nodes("pve1").qemu(100).resize.put(disk="scsi0", size="+1G")
