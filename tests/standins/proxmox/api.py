@@ -877,6 +877,7 @@ def create_vm(api: ProxmoxApi, req: Request) -> Any:
         )
     if "tags" in params:
         params["tags"] = _normalize_tags(params["tags"])
+    _encrypt_password(api, params, params.get("ostype"))
     config = {"lock": "create"}
     vm = VmState(vmid=vmid, node=node, config=config)
     api.cluster.vms[vmid] = vm
@@ -931,6 +932,19 @@ def _add_mac(api: ProxmoxApi, key: str, value: str) -> str:
     return ",".join(parts)
 
 
+def _encrypt_password(api: ProxmoxApi, params: dict[str, str], ostype: str | None) -> None:
+    """cloud-init passwords are stored crypt()-hashed (not for Windows guests); GET shows stars."""
+    password = params.get("cipassword")
+    if password is None or re.match(r"^\$(?:[156]|2[ay])(\$.+){2}", password):
+        return
+    if ostype and re.match(r"^(wxp|w2k|w2k3|w2k8|wvista|win7|win8|win10|win11)$", ostype):
+        return
+    api.standin.counter += 1
+    salt = hashlib.sha256(f"salt{api.standin.counter}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{salt}{password}".encode()).hexdigest()
+    params["cipassword"] = f"$5${salt}${digest}"
+
+
 def _normalize_tags(value: str) -> str:
     tags = sorted({t for t in re.split(r"[;, ]+", value) if t})
     return ";".join(tags)
@@ -973,6 +987,8 @@ def get_config(api: ProxmoxApi, req: Request) -> Any:
         config.update(vm.pending)
         for key in vm.pending_delete:
             config.pop(key, None)
+    if "cipassword" in config:
+        config["cipassword"] = "**********"
     data = api.typed_config(config)
     data["digest"] = config_digest(vm.config)
     return data
@@ -988,9 +1004,9 @@ def get_pending(api: ProxmoxApi, req: Request) -> Any:
             continue
         entry: dict[str, Any] = {"key": key}
         if key in vm.config:
-            entry["value"] = vm.config[key]
+            entry["value"] = "**********" if key == "cipassword" else vm.config[key]
         if key in vm.pending:
-            entry["pending"] = vm.pending[key]
+            entry["pending"] = "********** " if key == "cipassword" else vm.pending[key]
         if key in vm.pending_delete:
             entry["delete"] = 1
         result.append(entry)
@@ -1028,6 +1044,7 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
     api.check_drives(req, vmid, params)
     if "tags" in params:
         params["tags"] = _normalize_tags(params["tags"])
+    _encrypt_password(api, params, params.get("ostype", vm.config.get("ostype")))
     if digest and digest != config_digest(vm.config):
         raise ApiError(500, "checksum mismatch (file change by other user?)")
     api.check_config_lock(vm, skiplock)
@@ -1083,7 +1100,7 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
                     new_drive = api.parse_drive(key, value)
                     if old_drive.get("file") != new_drive.get("file") and old_drive.get("media") != "cdrom":
                         _add_unused(vm, old_drive.get("file", ""))
-            if running and key not in HOTPLUG_OPTIONS and not DRIVE_KEY_RE.match(key):
+            if running and key not in HOTPLUG_OPTIONS and key != "cipassword" and not DRIVE_KEY_RE.match(key):
                 vm.pending[key] = value
             else:
                 vm.config[key] = value

@@ -574,3 +574,18 @@ def test_clone_permissions(lab: tuple[ProxmoxStandin, Server, Any]) -> None:
     )
     full = client(server, "gorkheavy@pve!full", "F")
     assert wait_task(full, "pve1", full.nodes("pve1").qemu(9000).clone.post(newid=101))["exitstatus"] == "OK"
+
+
+def test_cloud_init_password_is_stored_hashed_and_shown_as_stars(
+    lab: tuple[ProxmoxStandin, Server, Any],
+) -> None:
+    standin, _server, api = lab
+    make_vm(api, 100, cipassword="hunter22")
+    assert api.nodes("pve1").qemu(100).config.get()["cipassword"] == "**********"
+    stored = standin.vm_config(100)["cipassword"]
+    assert stored.startswith("$5$")
+    assert "hunter22" not in stored
+    api.nodes("pve1").qemu(100).config.put(cipassword="$6$salt$alreadyhashed")
+    assert standin.vm_config(100)["cipassword"] == "$6$salt$alreadyhashed"
+    pending = {p["key"]: p for p in api.nodes("pve1").qemu(100).pending.get()}
+    assert pending["cipassword"]["value"] == "**********"
