@@ -509,7 +509,15 @@ class CloudVm:
             timeout=params["task_timeout"],
             **data,
         )
-        return self.client.vm_config(params["node"], params["vmid"])
+        # In a cluster the new configuration can take a moment to show up on the target node.
+        for attempt in range(10):
+            try:
+                return self.client.vm_config(params["node"], params["vmid"])
+            except ProxmoxError as exc:
+                if attempt == 9 or "does not exist" not in str(exc):
+                    raise
+                self.client.sleep(0.5)
+        return {}  # pragma: no cover
 
     def present(self):
         params = self.params

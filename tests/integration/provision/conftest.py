@@ -72,7 +72,10 @@ class Lab:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    standin = ProxmoxStandin(nodes=["pve1", "pve2", "pve3"])
+    # Tasks still run asynchronously (the roles must poll them), only shorter than the stand-in's defaults.
+    standin = ProxmoxStandin(
+        nodes=["pve1", "pve2", "pve3"], task_durations={"default": 0.02, "qmclone": 0.1, "download": 0.1}
+    )
     standin.add_token(harness.TOKEN_ID, harness.SECRET)
     standin.add_token(*ADMIN_TOKEN)
     standin.add_remote_file(harness.IMAGE_URL, harness.IMAGE_BYTES, virtual_size=3 * 2**30)
