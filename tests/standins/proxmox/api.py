@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -1063,25 +1064,25 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
             if key not in vm.config and key not in vm.pending:
                 continue
             value = vm.config.get(key, "")
-            if DRIVE_KEY_RE.match(key) and not running:
-                drive = api.parse_drive(key, value) if value else {}
+            if running and not _applies_live(key):
+                if key not in vm.pending_delete:
+                    vm.pending_delete.append(key)
+                continue
+            if DRIVE_KEY_RE.match(key) and value:
+                drive = api.parse_drive(key, value)
                 volid = drive.get("file", "")
-                if volid.endswith("-cloudinit") or "-cloudinit." in volid or (force and ":" in volid):
+                if volid.endswith("-cloudinit") or "-cloudinit." in volid:
                     api.cluster.remove_volume(volid, node)
-                elif volid and ":" in volid and drive.get("media") != "cdrom":
+                    vm.cloudinit.clear()
+                elif force and ":" in volid and drive.get("media") != "cdrom":
+                    api.cluster.remove_volume(volid, node)
+                elif ":" in volid and drive.get("media") != "cdrom":
                     _add_unused(vm, volid)
             if key.startswith("unused") and value:
                 # deleting an unused disk destroys its volume
                 api.cluster.remove_volume(value, node)
-            if (
-                running
-                and key not in HOTPLUG_OPTIONS
-                and not key.startswith("ipconfig")
-                and key not in CLOUDINIT_KEYS
-            ):
-                if key not in vm.pending_delete:
-                    vm.pending_delete.append(key)
-                continue
+            if running:
+                _record_cloudinit_change(vm, key, vm.config.get(key), None)
             vm.config.pop(key, None)
             vm.pending.pop(key, None)
         for key in revert:
@@ -1100,10 +1101,13 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
                     new_drive = api.parse_drive(key, value)
                     if old_drive.get("file") != new_drive.get("file") and old_drive.get("media") != "cdrom":
                         _add_unused(vm, old_drive.get("file", ""))
-            if running and key not in HOTPLUG_OPTIONS and key != "cipassword" and not DRIVE_KEY_RE.match(key):
+            if running and not _applies_live(key):
                 vm.pending[key] = value
-            else:
-                vm.config[key] = value
+                continue
+            if running:
+                _record_cloudinit_change(vm, key, vm.config.get(key), value)
+            vm.config[key] = value
+            vm.pending.pop(key, None)
         vm.config = dict(sorted(vm.config.items()))
 
     if sync:
@@ -1114,6 +1118,50 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
             raise ApiError(500, str(exc)) from None
         return None
     return api.task(req, "qmconfig", str(vmid), update, locks=(vmid,))
+
+
+def _applies_live(key: str) -> bool:
+    """Whether a running VM takes an option at once (hotplug "network,disk,usb" and plain options)."""
+    return (
+        key in HOTPLUG_OPTIONS
+        or key in CLOUDINIT_KEYS
+        or bool(re.match(r"^(?:ipconfig|net|usb|unused)\d+$", key))
+        or bool(DRIVE_KEY_RE.match(key))
+    )
+
+
+def _cloudinit_property(key: str) -> bool:
+    return key in CLOUDINIT_KEYS or key == "name" or bool(re.match(r"^(?:ipconfig|net)\d+$", key))
+
+
+def _record_cloudinit_change(vm: VmState, key: str, old: str | None, new: str | None) -> None:
+    """Remember what the cloud-init drive still holds while options change under a running VM."""
+    if not _cloudinit_property(key):
+        return
+    ci = vm.cloudinit
+    recorded = ci.get(key)
+    added = set(validation.split_list(ci.pop("added", "")))
+    if new is not None:
+        if old is not None:
+            if recorded is not None:
+                if new == recorded:  # back in sync with the drive
+                    del ci[key]
+                    added.discard(key)
+            elif key not in added and old != new:
+                ci[key] = old
+        elif recorded is not None:
+            if new == recorded:
+                del ci[key]
+                added.discard(key)
+        else:
+            added.add(key)
+    elif old is not None and recorded is None:
+        if key in added:
+            added.discard(key)
+        else:
+            ci[key] = old
+    if added:
+        ci["added"] = ",".join(sorted(added))
 
 
 def _add_unused(vm: VmState, volid: str) -> None:
@@ -1436,7 +1484,9 @@ def _do_start(api: ProxmoxApi, vm: VmState, task: Task) -> None:
     api.standin.counter += 1
     vm.pid = 20000 + api.standin.counter
     vm.started_at = api.cluster.clock()
-    task.log.append("generating cloud-init ISO")
+    if _cloudinit_drive(api, vm) is not None:
+        task.log.append("generating cloud-init ISO")
+        vm.cloudinit.clear()
 
 
 @route("POST", "/nodes/{node}/qemu/{vmid}/status/start")
@@ -1866,3 +1916,170 @@ def vm_reboot(api: ProxmoxApi, req: Request) -> Any:
         _do_start(api, vm, task)
 
     return api.task(req, "qmreboot", str(vm.vmid), work, locks=(vm.vmid,))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cloud-init
+
+
+CLOUDINIT_OPTION_ORDER = (
+    "cicustom",
+    "cipassword",
+    "citype",
+    "ciupgrade",
+    "ciuser",
+    "nameserver",
+    "searchdomain",
+    "sshkeys",
+)
+
+
+def _cloudinit_drive(api: ProxmoxApi, vm: VmState) -> str | None:
+    for key, value in vm.config.items():
+        if DRIVE_KEY_RE.match(key) and f"vm-{vm.vmid}-cloudinit" in api.parse_drive(key, value).get(
+            "file", ""
+        ):
+            return key
+    return None
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}/cloudinit")
+def cloudinit_pending(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    conf = dict(vm.config)
+    ci = dict(vm.cloudinit)
+    if "cipassword" in conf:
+        conf["cipassword"] = "**********"
+    if "cipassword" in ci:
+        ci["cipassword"] = "**********"
+    result: list[dict[str, Any]] = []
+    added = ci.pop("added", "")
+    for key in validation.split_list(added):
+        entry: dict[str, Any] = {"key": key}
+        if key in conf:
+            entry["pending"] = conf[key]
+        result.append(entry)
+    for key in CLOUDINIT_OPTION_ORDER:
+        if not conf.get(key) or key in added:
+            continue
+        if ci.get(key):
+            result.append({"key": key, "value": ci[key], "pending": conf[key]})
+        else:
+            result.append({"key": key, "value": conf[key]})
+    for key in sorted(ci):
+        if not conf.get(key):
+            result.append({"key": key, "delete": 1})
+    return result
+
+
+@route("PUT", "/nodes/{node}/qemu/{vmid}/cloudinit")
+def cloudinit_regenerate(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    api.check_config_lock(vm)
+    api.sync_lock(vm.vmid)
+    if _cloudinit_drive(api, vm) is not None:
+        vm.cloudinit.clear()
+    return None
+
+
+@route("GET", "/nodes/{node}/qemu/{vmid}/cloudinit/dump")
+def cloudinit_dump(api: ProxmoxApi, req: Request) -> Any:
+    vm = api.vm(req)
+    conf = vm.config
+    citype = conf.get("citype") or (
+        "configdrive2"
+        if re.match(r"^(wxp|w2k|w2k3|w2k8|wvista|win7|win8|win10|win11)$", conf.get("ostype", ""))
+        else "nocloud"
+    )
+    kind = req.params["type"]
+    if kind == "user":
+        return cloudinit_userdata(api, vm, mask_password=True)
+    if citype != "nocloud":
+        raise ApiError(501, f"cloud-init format '{citype}' is not modelled by this stand-in")
+    network = cloudinit_network(api, vm)
+    if kind == "network":
+        return network
+    user = cloudinit_userdata(api, vm, mask_password=False)
+    return f"instance-id: {hashlib.sha1((user + network).encode()).hexdigest()}\n"
+
+
+def _hostname_fqdn(vm: VmState) -> tuple[str, str]:
+    hostname = vm.config.get("name", f"VM{vm.vmid}")
+    if "." in hostname:
+        return hostname.split(".", 1)[0], hostname
+    search = vm.config.get("searchdomain")
+    return hostname, f"{hostname}.{search}" if search else hostname
+
+
+def cloudinit_userdata(api: ProxmoxApi, vm: VmState, *, mask_password: bool) -> str:
+    """The nocloud ``user-data`` Proxmox generates from the VM's cloud-init options."""
+    conf = vm.config
+    hostname, fqdn = _hostname_fqdn(vm)
+    lines = ["#cloud-config", f"hostname: {hostname}", "manage_etc_hosts: true", f"fqdn: {fqdn}"]
+    user = conf.get("ciuser")
+    if user is not None:
+        lines.append(f"user: {user}")
+        if user == "root":
+            lines.append("disable_root: False")
+    if "cipassword" in conf:
+        lines.append("password: **********" if mask_password else f"password: {conf['cipassword']}")
+    if "sshkeys" in conf:
+        keys = [k.rstrip("\n") for k in urllib.parse.unquote(conf["sshkeys"]).split("\n")]
+        lines.append("ssh_authorized_keys:")
+        lines.extend(f"  - {k}" for k in keys if k.strip())
+    lines += ["chpasswd:", "  expire: False"]
+    if user != "root":
+        lines += ["users:", "  - default"]
+    if conf.get("ciupgrade", "1") != "0":
+        lines.append("package_upgrade: true")
+    return "\n".join(lines) + "\n"
+
+
+def cloudinit_network(api: ProxmoxApi, vm: VmState) -> str:
+    """The nocloud ``network-config`` (version 1) for the VM's ``netN``/``ipconfigN`` pairs."""
+    conf = vm.config
+    lines = ["version: 1", "config:"]
+    for key in sorted(k for k in conf if re.match(r"^net\d+$", k)):
+        index = key[3:]
+        ipconfig = conf.get(f"ipconfig{index}")
+        if not ipconfig:
+            continue
+        net = validation.parse_property_string(api.drive_fmt(key), conf[key])
+        ip = validation.parse_property_string(validation.NAMED_PROPERTY_FORMATS["pve-qm-ipconfig"], ipconfig)
+        lines += [
+            "    - type: physical",
+            f"      name: eth{index}",
+            f"      mac_address: '{net.get('macaddr', '').lower()}'",
+            "      subnets:",
+        ]
+        if "ip" in ip:
+            if ip["ip"] == "dhcp":
+                lines.append("      - type: dhcp4")
+            else:
+                iface = ipaddress.IPv4Interface(ip["ip"])
+                lines += [
+                    "      - type: static",
+                    f"        address: '{iface.ip}'",
+                    f"        netmask: '{iface.netmask}'",
+                ]
+                if "gw" in ip:
+                    lines.append(f"        gateway: '{ip['gw']}'")
+        if "ip6" in ip:
+            if ip["ip6"] == "dhcp":
+                lines.append("      - type: dhcp6")
+            elif ip["ip6"] == "auto":
+                lines.append("      - type: ipv6_slaac")
+            else:
+                lines += ["      - type: static6", f"        address: '{ip['ip6']}'"]
+                if "gw6" in ip:
+                    lines.append(f"        gateway: '{ip['gw6']}'")
+    nameservers = (conf.get("nameserver") or " ".join(api.standin.host_dns)).split()
+    search = (conf.get("searchdomain") or api.standin.host_search).split()
+    lines.append("    - type: nameserver")
+    if nameservers:
+        lines.append("      address:")
+        lines.extend(f"      - '{n}'" for n in nameservers)
+    if search:
+        lines.append("      search:")
+        lines.extend(f"      - '{d}'" for d in search)
+    return "\n".join(lines) + "\n"

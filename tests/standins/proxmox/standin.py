@@ -111,6 +111,8 @@ class ProxmoxStandin:
         self.schema_violations: list[SchemaViolation] = []
         self.response_violations: list[SchemaViolation] = []
         self.bridges: list[str] = ["vmbr0"]
+        self.host_dns: list[str] = ["192.168.77.1"]  # the nodes' resolv.conf, cloud-init's default DNS
+        self.host_search = "lab.internal"
         self.node_cpus = 8
         self.node_memory = 64 * GIB
         self.ssl_fingerprint = ":".join(["AB"] * 32)

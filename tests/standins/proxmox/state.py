@@ -80,6 +80,7 @@ class VmState:
     config: dict[str, str]
     pending: dict[str, str] = field(default_factory=dict)
     pending_delete: list[str] = field(default_factory=list)
+    cloudinit: dict[str, str] = field(default_factory=dict)  # values the cloud-init drive still has
     status: str = "stopped"
     started_at: float | None = None
     pid: int | None = None

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from proxmoxer.core import ResourceException
 
 from tests.standins.proxmox import GuestInterface, ProxmoxStandin, SimulatedBackend, VmBackend
 from tests.standins.proxmox import api as api_module
-from tests.standins.proxmox.testing import TOKEN_ID, TOKEN_SECRET, client, running_standin, wait_task
+from tests.standins.proxmox.testing import SSH_KEY, TOKEN_ID, TOKEN_SECRET, client, running_standin, wait_task
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -241,3 +242,47 @@ def test_strict_mode_turns_a_wrong_response_into_a_failure(monkeypatch: pytest.M
     )
     assert (status, body) == (200, {"data": {"version": "9.1.1"}})
     assert len(lenient.response_violations) == 1
+
+
+def test_cloud_init_changes_of_a_running_vm_and_the_generated_data() -> None:
+    with running_standin(nodes=["pve"]) as (standin, server):
+        api = client(server)
+        key = urllib.parse.quote(SSH_KEY, safe="")
+        wait_task(
+            api,
+            "pve",
+            api.nodes("pve").qemu.post(
+                vmid=230,
+                name="k3s-1",
+                net0="virtio=BC:24:11:AA:BB:01,bridge=vmbr0",
+                ide2="local-lvm:cloudinit",
+                ciuser="ubuntu",
+                sshkeys=key,
+                ipconfig0="ip=10.3.0.11/24,gw=10.3.0.1",
+                searchdomain="lab.example",
+            ),
+        )
+        user = api.nodes("pve").qemu(230).cloudinit.dump.get(type="user")
+        assert user == (
+            "#cloud-config\nhostname: k3s-1\nmanage_etc_hosts: true\nfqdn: k3s-1.lab.example\nuser: ubuntu\n"
+            f"ssh_authorized_keys:\n  - {SSH_KEY}\nchpasswd:\n  expire: False\nusers:\n  - default\n"
+            "package_upgrade: true\n"
+        )
+        network = api.nodes("pve").qemu(230).cloudinit.dump.get(type="network")
+        assert "mac_address: 'bc:24:11:aa:bb:01'" in network
+        subnet = ["      - type: static", "        address: '10.3.0.11'", "        netmask: '255.255.255.0'"]
+        assert "\n".join([*subnet, "        gateway: '10.3.0.1'"]) in network
+        assert "search:\n      - 'lab.example'" in network
+        assert api.nodes("pve").qemu(230).cloudinit.dump.get(type="meta").startswith("instance-id: ")
+        wait_task(api, "pve", api.nodes("pve").qemu(230).status.start.post())
+        assert {i["key"]: i for i in api.nodes("pve").qemu(230).cloudinit.get()}["ciuser"] == {
+            "key": "ciuser",
+            "value": "ubuntu",
+        }
+        api.nodes("pve").qemu(230).config.put(ciuser="admin", ipconfig0="ip=10.3.0.12/24,gw=10.3.0.1")
+        assert api.nodes("pve").qemu(230).config.get()["ciuser"] == "admin"  # applied, not pending
+        pending = {i["key"]: i for i in api.nodes("pve").qemu(230).cloudinit.get()}
+        assert pending["ciuser"] == {"key": "ciuser", "value": "ubuntu", "pending": "admin"}
+        api.nodes("pve").qemu(230).cloudinit.put()
+        assert all("pending" not in i for i in api.nodes("pve").qemu(230).cloudinit.get())
+        assert standin.schema_violations == []
