@@ -77,4 +77,5 @@ def test_k3s_sysctls_are_kept_for_boot(host):
 
 
 def test_ip_forwarding_is_on_in_the_hosts_network_namespace(host):
-    assert host.check_output("sysctl -n net.ipv4.ip_forward").strip() == "1"
+    # /proc/sys/net is the calling process's network namespace, here the test host's.
+    assert host.file("/proc/sys/net/ipv4/ip_forward").content_string.strip() == "1"
