@@ -9,6 +9,7 @@ import ssl
 import tempfile
 import threading
 import time
+import traceback
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ class ProxmoxStandin:
         self.requests: list[LoggedRequest] = []
         self.schema_violations: list[SchemaViolation] = []
         self.response_violations: list[SchemaViolation] = []
+        self.internal_errors: list[str] = self.cluster.internal_errors
         self.bridges: list[str] = ["vmbr0"]
         self.host_dns: list[str] = ["192.168.77.1"]  # the nodes' resolv.conf, cloud-init's default DNS
         self.host_search = "lab.internal"
@@ -214,6 +216,10 @@ class ProxmoxStandin:
             status, reason, body, extra = exc.status, exc.message.split("\n")[0], _error_body(exc), {}
         except StandinBug as exc:
             status, reason, body, extra = 500, "stand-in bug", {"data": None, "message": f"{exc}\n"}, {}
+        except Exception as exc:  # a defect of the stand-in itself: answer, and keep it for the tests
+            self.internal_errors.append(f"{method} {path}: {traceback.format_exc()}")
+            message = f"stand-in bug: {type(exc).__name__}: {exc}\n"
+            status, reason, body, extra = 500, "stand-in bug", {"data": None, "message": message}, {}
         self.requests.append(LoggedRequest(method, path, {k: str(v) for k, v in flat.items()}, status))
         return status, reason, body, extra
 

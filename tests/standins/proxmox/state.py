@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -198,6 +199,7 @@ class Cluster:
         self.users: dict[str, User] = {"root@pam": User("root@pam", None, None)}
         self.tokens: dict[str, Token] = {}
         self.boot_time = int(self.clock()) - 3600
+        self.internal_errors: list[str] = []
         self._pid = 100000
 
     # -- nodes and storages ---------------------------------------------------------------------------
@@ -307,6 +309,10 @@ class Cluster:
                 task.log.append(message)
                 task.exitstatus = message
                 task.log.append(f"TASK ERROR: {message}")
+            except Exception as exc:  # a defect of the stand-in: the task fails visibly
+                self.internal_errors.append(f"task {task.upid}: {traceback.format_exc()}")
+                task.exitstatus = f"stand-in bug: {type(exc).__name__}: {exc}"
+                task.log.append(f"TASK ERROR: {task.exitstatus}")
         else:
             task.log.append(f"TASK ERROR: {task.exitstatus}")
         task.status = "stopped"

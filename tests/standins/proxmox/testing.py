@@ -53,3 +53,4 @@ def running_standin(**kwargs: Any) -> Iterator[tuple[ProxmoxStandin, Server]]:
     standin.add_token(TOKEN_ID, TOKEN_SECRET)
     with standin.serve_https() as server:
         yield standin, server
+    assert standin.internal_errors == [], "\n".join(standin.internal_errors)

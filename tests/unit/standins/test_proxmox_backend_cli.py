@@ -286,3 +286,19 @@ def test_cloud_init_changes_of_a_running_vm_and_the_generated_data() -> None:
         api.nodes("pve").qemu(230).cloudinit.put()
         assert all("pending" not in i for i in api.nodes("pve").qemu(230).cloudinit.get())
         assert standin.schema_violations == []
+
+
+def test_a_defect_of_the_standin_is_a_500_and_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_api: Any, _req: Any) -> Any:
+        raise KeyError("nope")
+
+    monkeypatch.setitem(api_module.HANDLERS, ("GET", "/nodes/{node}/qemu"), broken)
+    standin = ProxmoxStandin(nodes=["pve"])
+    standin.add_token(TOKEN_ID, TOKEN_SECRET)
+    status, reason, body, _headers = standin.handle(
+        "GET", "/nodes/pve/qemu", {}, {"Authorization": f"PVEAPIToken={TOKEN_ID}={TOKEN_SECRET}"}
+    )
+    assert (status, reason) == (500, "stand-in bug")
+    assert body == {"data": None, "message": "stand-in bug: KeyError: 'nope'\n"}
+    assert len(standin.internal_errors) == 1
+    assert "KeyError" in standin.internal_errors[0]
