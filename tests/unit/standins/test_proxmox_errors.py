@@ -205,7 +205,19 @@ def test_every_response_is_data_of_the_documented_shape(lab: tuple[ProxmoxStandi
         "/nodes/pve1/qemu/100/status/current",
         "/nodes/pve1/tasks",
         "/access/permissions",
+        "/cluster/tasks",
+        "/pools",
+        "/nodes/pve1/version",
+        "/nodes/pve1/network",
+        "/storage/local",
+        "/nodes/pve1/qemu/100",
+        "/nodes/pve1/qemu/100/status",
+        "/nodes/pve1/qemu/100/agent",
+        "/nodes/pve1/qemu/100/cloudinit",
+        "/nodes/pve1/storage/local/content/local:import/base.qcow2",
     ]
+    upid = raw(server, "GET", "/nodes/pve1/tasks").json()["data"][0]["upid"]
+    paths += [f"/nodes/pve1/tasks/{upid}", f"/nodes/pve1/tasks/{upid}/status", f"/nodes/pve1/tasks/{upid}/log"]
     for path in paths:
         response = raw(server, "GET", path)
         assert response.status_code == 200, (path, response.text)
