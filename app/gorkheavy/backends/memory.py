@@ -107,23 +107,30 @@ class SqliteStore:
     async def recent(self, session: str, limit: int) -> list[Exchange]:
         if limit <= 0:
             return []
-        rows = await self._db.execute_fetchall(
-            "SELECT user_text, answer, winner FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?",
-            (session, limit),
-        )
+        try:
+            rows = await self._db.execute_fetchall(
+                "SELECT user_text, answer, winner FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?",
+                (session, limit),
+            )
+        except aiosqlite.Error as exc:
+            raise MemoryStoreError(f"cannot read the SQLite memory at {self._path} ({exc})") from None
         return [Exchange(str(r[0]), str(r[1]), str(r[2])) for r in reversed(list(rows))]
 
     async def append(self, session: str, exchange: Exchange, keep: int) -> None:
         async with self._lock:
-            await self._db.execute(
-                "INSERT INTO exchanges (session, created, user_text, answer, winner) VALUES (?, ?, ?, ?, ?)",
-                (session, time.time(), exchange.user, exchange.answer, exchange.winner),
-            )
-            await self._db.execute(
-                "DELETE FROM exchanges WHERE session = ? AND id NOT IN "
-                "(SELECT id FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?)",
-                (session, session, max(keep, 0)),
-            )
+            try:
+                await self._db.execute(
+                    "INSERT INTO exchanges (session, created, user_text, answer, winner) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (session, time.time(), exchange.user, exchange.answer, exchange.winner),
+                )
+                await self._db.execute(
+                    "DELETE FROM exchanges WHERE session = ? AND id NOT IN "
+                    "(SELECT id FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?)",
+                    (session, session, max(keep, 0)),
+                )
+            except aiosqlite.Error as exc:
+                raise MemoryStoreError(f"cannot write the SQLite memory at {self._path} ({exc})") from None
 
     async def check(self) -> str:
         async with self._db.execute("SELECT count(*) FROM exchanges") as cursor:
@@ -151,9 +158,10 @@ CREATE INDEX IF NOT EXISTS gorkheavy_exchanges_by_session ON gorkheavy_exchanges
 class PostgresStore:
     """A small asyncpg pool; the table is created on first use."""
 
-    def __init__(self, pool: Any, where: str) -> None:
+    def __init__(self, pool: Any, where: str, errors: tuple[type[BaseException], ...]) -> None:
         self._pool = pool
         self._where = where
+        self._errors = errors
 
     @classmethod
     async def open(cls, dsn: str, *, max_size: int = 10, connect_s: float = 10.0) -> PostgresStore:
@@ -177,20 +185,29 @@ class PostgresStore:
             raise MemoryStoreError(
                 f"cannot use the PostgreSQL memory at {where} ({exc}); check memory.dsn"
             ) from None
-        return cls(pool, where)
+        return cls(pool, where, (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError))
 
     async def recent(self, session: str, limit: int) -> list[Exchange]:
         if limit <= 0:
             return []
-        rows = await self._pool.fetch(
-            "SELECT user_text, answer, winner FROM gorkheavy_exchanges WHERE session = $1 "
-            "ORDER BY id DESC LIMIT $2",
-            session,
-            limit,
-        )
+        try:
+            rows = await self._pool.fetch(
+                "SELECT user_text, answer, winner FROM gorkheavy_exchanges WHERE session = $1 "
+                "ORDER BY id DESC LIMIT $2",
+                session,
+                limit,
+            )
+        except self._errors as exc:
+            raise MemoryStoreError(f"cannot read the PostgreSQL memory at {self._where} ({exc})") from None
         return [Exchange(r["user_text"], r["answer"], r["winner"]) for r in reversed(rows)]
 
     async def append(self, session: str, exchange: Exchange, keep: int) -> None:
+        try:
+            await self._append(session, exchange, keep)
+        except self._errors as exc:
+            raise MemoryStoreError(f"cannot write the PostgreSQL memory at {self._where} ({exc})") from None
+
+    async def _append(self, session: str, exchange: Exchange, keep: int) -> None:
         async with self._pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "INSERT INTO gorkheavy_exchanges (session, user_text, answer, winner) "

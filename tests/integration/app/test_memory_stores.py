@@ -165,3 +165,14 @@ async def test_postgres_unreachable_says_what_to_fix() -> None:
         await PostgresStore.open(dsn, connect_s=2)
     assert "check memory.dsn" in str(caught.value)
     assert "secret" not in str(caught.value)
+
+
+async def test_sqlite_failures_become_store_errors_that_say_where(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "m.db")
+    try:
+        await store._db.execute("PRAGMA query_only=1")  # every write now fails inside SQLite
+        with pytest.raises(MemoryStoreError, match=r"cannot write the SQLite memory at .*m\.db"):
+            await store.append("s", Exchange("q", "a"), keep=5)
+        assert await store.recent("s", 5) == []
+    finally:
+        await store.close()

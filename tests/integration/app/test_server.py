@@ -23,7 +23,7 @@ import yaml
 from aiohttp import web
 from gorkheavy import api
 from gorkheavy.config import build
-from gorkheavy.server import create_app
+from gorkheavy.server import STATE, create_app
 
 from tests.standins.ollama import ModelBehavior, OllamaStandin
 
@@ -396,3 +396,17 @@ async def test_in_flight_gauge_counts_running_requests(backend: Backend, serve: 
         async with http.get(f"{url}/metrics") as response:
             assert "gorkheavy_requests_in_flight 3.0" in await response.text()
         assert [status for status, _, _ in await asyncio.gather(*running_requests)] == [200, 200, 200]
+
+
+async def test_a_failing_memory_store_is_a_503_that_says_so(backend: Backend, tmp_path: Path) -> None:
+    config = build(roster(backend.url, memory={"store": "sqlite", "path": str(tmp_path / "m.db")}))
+    app = create_app(config, {})
+    async with running(app) as url, aiohttp.ClientSession() as http:
+        runtime = app[STATE].runtime
+        assert runtime is not None
+        await runtime.store._db.execute("PRAGMA query_only=1")  # type: ignore[attr-defined]
+        status, body, _ = await post(http, f"{url}/v1/chat", {"session": "s", "message": "q"})
+        assert status == 503
+        assert body["error"]["message"].startswith(
+            "conversation memory failed: cannot write the SQLite memory"
+        )
