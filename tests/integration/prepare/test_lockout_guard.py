@@ -117,11 +117,12 @@ def test_password_login_works_on_the_fresh_vm(fresh_vm):
     assert result.stdout.strip() == ADMIN
 
 
-def test_guard_stops_a_check_mode_run_with_the_wrong_key(fresh_vm):
+def test_check_mode_with_the_wrong_key_reports_the_guard_and_changes_nothing(fresh_vm):
     before = _sshd_state(fresh_vm["host"])
-    result = _run_prepare(fresh_vm["wrong_inventory"], "--check")
-    assert result.returncode == 2, result.stdout[-3000:]
-    assert GUARD_MESSAGE in result.stdout
+    result = _run_prepare(fresh_vm["wrong_inventory"], "--check", "--tags", "admin_user,ssh_hardening")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Lockout guard (check mode)" in result.stdout
+    assert "A real run stops here" in result.stdout
     assert _sshd_state(fresh_vm["host"]) == before
 
 
@@ -145,6 +146,19 @@ def test_guard_stops_the_run_with_the_wrong_key_before_sshd_changes(fresh_vm):
     assert "passwordauthentication yes" in host.sh("sshd -T").stdout.splitlines()
     login = _password_login(host.address, fresh_vm["password"])
     assert login.returncode == 0, login.stderr
+
+
+def test_with_the_matching_key_check_mode_passes_the_guard_and_changes_nothing(fresh_vm):
+    host = fresh_vm["host"]
+    before = _sshd_state(host) + host.sh(f"cat /home/{ADMIN}/.ssh/authorized_keys; ls /etc/sudoers.d").stdout
+    result = _run_prepare(
+        fresh_vm["right_inventory"], "--check", "--diff", "--tags", "admin_user,ssh_hardening"
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    # Check mode reports what it would do, and does none of it.
+    assert "+PasswordAuthentication no" in result.stdout  # the drop-in's diff
+    after = _sshd_state(host) + host.sh(f"cat /home/{ADMIN}/.ssh/authorized_keys; ls /etc/sudoers.d").stdout
+    assert after == before
 
 
 def test_with_the_matching_key_the_same_play_hardens_sshd(fresh_vm):
