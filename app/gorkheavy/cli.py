@@ -322,7 +322,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         sys.stderr.write(f"Error: {exc}\n")
         return 1
     except KeyboardInterrupt:
-        return 0
+        return 130  # interrupted one-shot command (chat and serve end cleanly on their own)
 
 
 if __name__ == "__main__":
