@@ -12,7 +12,7 @@ used by the tests to check every body the stand-in sends.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,11 +62,9 @@ class OllamaClient:
         session: aiohttp.ClientSession,
         *,
         max_line_bytes: int = 8 * 1024 * 1024,
-        on_text: Callable[[ModelSpec, str], None] | None = None,
     ) -> None:
         self._session = session
         self._max_line = max_line_bytes
-        self._on_text = on_text
 
     @staticmethod
     def request_body(
@@ -160,8 +158,6 @@ class OllamaClient:
                     content = message.get("content")
                     if isinstance(content, str) and content:
                         parts.append(content)
-                        if self._on_text is not None:
-                            self._on_text(spec, content)
                 elif message is not None:
                     raise ValueError("'message' is not an object")
                 if chunk.get("done") is True:
