@@ -7,7 +7,7 @@ import ipaddress
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from tests.standins.proxmox import validation
@@ -2083,3 +2083,80 @@ def cloudinit_network(api: ProxmoxApi, vm: VmState) -> str:
         lines.append("      search:")
         lines.extend(f"      - '{d}'" for d in search)
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# migration (offline)
+
+
+@route("POST", "/nodes/{node}/qemu/{vmid}/migrate")
+def migrate_vm(api: ProxmoxApi, req: Request) -> Any:
+    node, target = req.params["node"], req.params["target"]
+    if target == node:
+        raise param_error({"target": "target is local node."})
+    if target not in api.cluster.nodes:
+        raise ApiError(500, f"no such cluster node '{target}'")
+    for option in ("force", "migration_type", "migration_network"):
+        if req.params.get(option) and req.authid != "root@pam":
+            raise param_error({option: "Only root may use this option."})
+    vm = api.vm(req)
+    api.check_config_lock(vm)
+    if api.vm_running(vm):
+        if not _bool(req.params.get("online")):
+            raise ApiError(500, "can't migrate running VM without --online")
+        raise ApiError(501, "live migration is not modelled by this stand-in")
+    mapping = req.params.get("targetstorage")
+    target_index = api.cluster.nodes.index(target) + 1
+
+    def target_storage(store: str) -> str:
+        if not mapping:
+            return store
+        pairs = dict(p.split(":", 1) if ":" in p else ("", p) for p in validation.split_list(mapping))
+        return pairs.get(store) or pairs.get("", store)
+
+    vm.config["lock"] = "migrate"
+
+    def work(task: Task) -> None:
+        vm.config.pop("lock", None)
+        task.log.append(
+            f"starting migration of VM {vm.vmid} to node '{target}' (192.168.77.{10 + target_index})"
+        )
+        moves: list[tuple[str, Volume, str]] = []
+        for key, value in vm.config.items():
+            if not (DRIVE_KEY_RE.match(key) or key.startswith("unused")):
+                continue
+            volid = api.parse_drive(key, value).get("file", "") if DRIVE_KEY_RE.match(key) else value
+            if not volid or ":" not in volid or volid.startswith("/"):
+                continue
+            store = volid.split(":", 1)[0]
+            scfg = api.cluster.storages.get(store)
+            if scfg is None or scfg.shared:
+                continue
+            dest = target_storage(store)
+            if api.cluster.storage_on_node(dest, target) is None:
+                raise TaskFailed(f"storage '{dest}' is not available on node '{target}'")
+            volume = api.cluster.find_volume(volid, node)
+            if volume is None:
+                raise TaskFailed(f"volume '{volid}' does not exist")
+            if volume.parent:
+                raise TaskFailed(f"can't migrate '{volid}' - linked clone of a base image")
+            moves.append((key, volume, dest))
+        for key, volume, dest in moves:
+            old_volid = volume.volid
+            api.cluster.remove_volume(old_volid, node)
+            new_volid = f"{dest}:{old_volid.split(':', 1)[1]}"
+            api.cluster.add_volume(replace(volume, volid=new_volid, node=target))
+            task.log.append(f"found local disk '{old_volid}' ({key})")
+            if DRIVE_KEY_RE.match(key):
+                drive = api.parse_drive(key, vm.config[key])
+                drive["file"] = new_volid
+                vm.config[key] = api.print_drive(key, drive)
+            else:
+                vm.config[key] = new_volid
+        vm.node = target
+        task.log.append("migration finished successfully (duration 00:00:01)")
+
+    def unlock(task: Task) -> None:
+        vm.config.pop("lock", None)
+
+    return api.task(req, "qmigrate", str(vm.vmid), work, locks=(vm.vmid,), on_failure=unlock)

@@ -217,7 +217,11 @@ def test_every_response_is_data_of_the_documented_shape(lab: tuple[ProxmoxStandi
         "/nodes/pve1/storage/local/content/local:import/base.qcow2",
     ]
     upid = raw(server, "GET", "/nodes/pve1/tasks").json()["data"][0]["upid"]
-    paths += [f"/nodes/pve1/tasks/{upid}", f"/nodes/pve1/tasks/{upid}/status", f"/nodes/pve1/tasks/{upid}/log"]
+    paths += [
+        f"/nodes/pve1/tasks/{upid}",
+        f"/nodes/pve1/tasks/{upid}/status",
+        f"/nodes/pve1/tasks/{upid}/log",
+    ]
     for path in paths:
         response = raw(server, "GET", path)
         assert response.status_code == 200, (path, response.text)
@@ -601,3 +605,26 @@ def test_cloud_init_password_is_stored_hashed_and_shown_as_stars(
     assert standin.vm_config(100)["cipassword"] == "$6$salt$alreadyhashed"
     pending = {p["key"]: p for p in api.nodes("pve1").qemu(100).pending.get()}
     assert pending["cipassword"]["value"] == "**********"
+
+
+def test_offline_migration(lab: tuple[ProxmoxStandin, Server, Any]) -> None:
+    _standin, _server, api = lab
+    make_vm(api, 9000, ide2="local-lvm:cloudinit")
+    wait_task(api, "pve1", api.nodes("pve1").qemu(9000).template.post())
+    with pytest.raises(ResourceException) as local:
+        api.nodes("pve1").qemu(9000).migrate.post(target="pve1")
+    assert local.value.errors == {"target": "target is local node."}
+    upid = api.nodes("pve1").qemu(9000).migrate.post(target="pve2")
+    assert upid.split(":")[5] == "qmigrate"
+    assert wait_task(api, "pve1", upid)["exitstatus"] == "OK"
+    config = api.nodes("pve2").qemu(9000).config.get()
+    assert config["scsi0"].startswith("local-lvm:base-9000-disk-0,")
+    assert [v["volid"] for v in api.nodes("pve2").storage("local-lvm").content.get()] == [
+        "local-lvm:base-9000-disk-0",
+        "local-lvm:vm-9000-cloudinit",
+    ]
+    assert api.nodes("pve1").storage("local-lvm").content.get() == []
+    wait_task(api, "pve2", api.nodes("pve2").qemu(9000).clone.post(newid=101, name="on-pve2"))
+    wait_task(api, "pve2", api.nodes("pve2").qemu(101).status.start.post())
+    with pytest.raises(ResourceException, match="can't migrate running VM without --online"):
+        api.nodes("pve2").qemu(101).migrate.post(target="pve1")
