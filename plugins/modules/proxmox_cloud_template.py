@@ -85,8 +85,9 @@ options:
     default: sha256
   image_filename:
     description:
-      - File name in the image storage. Must end in C(.qcow2) (Proxmox only imports known extensions);
-        defaults to the URL's file name with C(.img) replaced by C(.qcow2).
+      - File name in the image storage. Must end in C(.qcow2) (Proxmox only imports known extensions).
+      - Defaults to the URL's file name with C(.img) replaced by C(.qcow2) and, when O(image_checksum) is set,
+        its first 12 digits added, so that a new image behind the same URL is downloaded rather than reused.
     type: str
   image_storage:
     description: Storage (with content type C(import)) the image is downloaded to.
@@ -173,10 +174,20 @@ DESCRIPTION_PREFIX = "gorkheavy-lite cloud template; image: "
 
 
 def image_filename(params):
+    """The image's file name in the storage.
+
+    Derived from the URL (``.img`` stored as ``.qcow2``); with a checksum its first 12 digits go into the
+    name, so that a new image behind the same URL (``current/``, ``latest/``) is downloaded instead of reused.
+    """
     if params.get("image_filename"):
         return params["image_filename"]
     base = posixpath.basename(urlparse(params["image_url"]).path) or "cloud-image.qcow2"
-    return re.sub(r"\.(img|raw)$", ".qcow2", base) if not base.endswith(".qcow2") else base
+    stem = re.sub(r"\.(img|raw|qcow2)$", "", base)
+    stem = re.sub(r"[^a-zA-Z0-9\-.+=_]", "_", stem)
+    checksum = (params.get("image_checksum") or "").lower()
+    if checksum:
+        stem = f"{stem}-{checksum[:12]}"
+    return f"{stem}.qcow2"
 
 
 def validate(params):

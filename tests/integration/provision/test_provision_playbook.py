@@ -54,10 +54,12 @@ def test_first_run_creates_three_vms_and_second_run_changes_nothing(lab: Lab) ->
 
     template = lab.config("pve1", 9001)
     # The image was imported into the template's own disk, not referenced.
-    assert "local:import/noble-server-cloudimg-amd64.qcow2" not in template["scsi0"]
+    assert "local:import/" not in template["scsi0"]
     downloads = [r for r in lab.standin.requests if r.path.endswith("/download-url")]
     assert len(downloads) == 3
     assert all(r.params["checksum"] == harness.IMAGE_SHA256 for r in downloads)
+    image = f"noble-server-cloudimg-amd64-{harness.IMAGE_SHA256[:12]}.qcow2"
+    assert all(r.params["filename"] == image for r in downloads)
 
     since = len(lab.standin.requests)
     second = lab.provision(inventory)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from ansible_collections.gorkheavy.lite.plugins.module_utils import proxmox_api as api
+from ansible_collections.gorkheavy.lite.plugins.modules import proxmox_cloud_template as tpl
 from ansible_collections.gorkheavy.lite.plugins.modules import proxmox_cloud_vm as vm_module
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvUu0p0a7QxH1mJp9t4W2zYxFQk3L8nRr6sD5eG7hKq op@laptop"
@@ -140,3 +141,16 @@ def test_parameters_are_checked_before_any_call(overrides: dict[str, Any], fragm
 def test_valid_parameters_have_no_problems() -> None:
     assert vm_module.validate(params()) == []
     assert vm_module.validate(params(ipv4="dhcp", gateway=None)) == []
+
+
+def test_image_file_names_carry_the_checksum_so_a_new_image_is_downloaded() -> None:
+    url = "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img"
+    assert tpl.image_filename({"image_url": url, "image_checksum": ""}) == "noble-server-cloudimg-amd64.qcow2"
+    named = tpl.image_filename({"image_url": url, "image_checksum": "ABCDEF0123456789" * 4})
+    assert named == "noble-server-cloudimg-amd64-abcdef012345.qcow2"
+    debian = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"
+    assert (
+        tpl.image_filename({"image_url": debian, "image_checksum": ""})
+        == "debian-12-genericcloud-amd64.qcow2"
+    )
+    assert tpl.image_filename({"image_url": url, "image_filename": "mine.qcow2"}) == "mine.qcow2"
