@@ -8,6 +8,7 @@ import pytest
 
 from tests.integration.provision import harness
 from tests.integration.provision.conftest import Lab
+from tests.standins.proxmox import StorageDef
 
 pytestmark = pytest.mark.slow
 
@@ -236,3 +237,30 @@ def test_reset_refuses_when_an_inventory_vmid_is_foreign(lab: Lab) -> None:
     assert "VMID 202" in run.output
     assert harness.mutating_requests(lab.standin, since) == []
     assert 202 in lab.vms()
+
+
+def test_one_template_on_shared_storage_serves_every_node(lab: Lab) -> None:
+    lab.standin.add_storage(
+        StorageDef("nfs-vms", "nfs", ["images", "import"], shared=True, total=500 * 2**30)
+    )
+    inventory = lab.inventory(
+        group_vars={
+            "gorkheavy_proxmox_templates": [{"node": "pve1", "vmid": 9001}],
+            "gorkheavy_proxmox_image_storage": "nfs-vms",
+            "gorkheavy_proxmox_vm_storage": "nfs-vms",
+        }
+    )
+    run = lab.provision(inventory)
+    assert run.rc == 0, run.output
+    guests = lab.vms()
+    assert {vmid: g["node"] for vmid, g in guests.items()} == {
+        9001: "pve1",
+        201: "pve1",
+        202: "pve2",
+        203: "pve3",
+    }
+    clones = [r for r in lab.standin.requests if r.method == "POST" and r.path.endswith("/clone")]
+    assert sorted(r.params.get("target", "pve1") for r in clones) == ["pve1", "pve2", "pve3"]
+    assert lab.config("pve3", 203)["scsi0"].startswith("nfs-vms:")
+    again = lab.provision(inventory)
+    assert again.changed == 0, again.output
