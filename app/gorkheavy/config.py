@@ -137,6 +137,7 @@ class FileConfig(_Strict):
     """The whole file. Give the roster either as ``models`` or as ``promptimizer``/``experts``/``judge``."""
 
     strategy: Strategy = Strategy.SELECT
+    judge_votes: Annotated[int, Field(ge=1, le=9)] = 1
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     retry_backoff: Annotated[float, Field(ge=0, le=60)] = 0.2
     keep_alive: str = "30m"
@@ -317,6 +318,7 @@ def build(data: Any, source: str = "<defaults>") -> AppConfig:
         retries=parsed.retries,
         retry_backoff=parsed.retry_backoff,
         keep_alive=parsed.keep_alive,
+        judge_votes=parsed.judge_votes,
     )
     return AppConfig(source, settings, parsed.memory, parsed.server, parsed.http, tuple(warnings))
 

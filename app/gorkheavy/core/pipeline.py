@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
@@ -276,6 +277,34 @@ class Pipeline:
             labels=labels,
         )
 
+    async def _vote(
+        self,
+        spec: ModelSpec,
+        question: str,
+        past: Sequence[Exchange],
+        labelled: Sequence[tuple[str, Candidate]],
+        reported: dict[str, float],
+    ) -> tuple[judging.Verdict | None, Candidate | None, ModelCallError | None]:
+        """One judge call on one shuffled order: (verdict, the candidate it names, or the error)."""
+        labels = [label for label, _ in labelled]
+        texts = [(label, candidate.text) for label, candidate in labelled]
+        try:
+            reply = await self._call(
+                spec,
+                prompts.judge_select_messages(question, past, texts),
+                self.settings.timeouts.judge,
+                fmt=prompts.verdict_schema(labels),
+            )
+            reported[spec.name] = reply.total_duration_ns / 1e9
+            verdict = judging.parse_verdict(reply.text, labels)
+            if verdict is None:
+                raise ModelCallError(
+                    ErrorCause.MALFORMED, f"{spec.label} gave no usable verdict: {reply.text[:200]!r}"
+                )
+        except ModelCallError as exc:
+            return None, None, exc
+        return verdict, next(c for label, c in labelled if label == verdict.label), None
+
     async def _decide(
         self,
         *,
@@ -287,55 +316,73 @@ class Pipeline:
         sink: EventSink | None,
         reported: dict[str, float],
     ) -> tuple[str, str, VerdictSource, str, str, dict[str, str]]:
-        """(answer, winner, source, judge error, judge reason, label -> expert name)."""
+        """(answer, winner, source, judge error, judge reason, label -> expert name of the first order).
+
+        With ``judge_votes`` > 1 the judge is asked that many times at once, each time with its own
+        shuffled order; an expert wins only with a strict majority of all votes, otherwise the
+        deterministic fallback decides (a position-biased judge thus cannot carry the day).
+        """
         spec = self.settings.roster.judge
         if len(usable) == 1:
             only = usable[0]
             self._emit(sink, StageEvent("judge", spec.name, StageStatus.SKIPPED, detail="one candidate left"))
             return only.text, only.name, VerdictSource.SINGLE, "", "", {}
 
-        labelled = judging.assign_labels(usable, self._rng)
-        labels = {label: candidate.name for label, candidate in labelled}
-        texts = [(label, candidate.text) for label, candidate in labelled]
+        orders = [
+            judging.assign_labels(usable, self._rng)
+            for _ in range(1 if strategy is Strategy.SYNTHESIZE else self.settings.judge_votes)
+        ]
+        labels = {label: candidate.name for label, candidate in orders[0]}
         self._emit(sink, StageEvent("judge", spec.name, StageStatus.START))
         start = self._clock()
-        error = ""
-        try:
-            if strategy is Strategy.SYNTHESIZE:
+        failure: ModelCallError
+        if strategy is Strategy.SYNTHESIZE:
+            texts = [(label, candidate.text) for label, candidate in orders[0]]
+            try:
                 messages = prompts.judge_synthesize_messages(question, past, texts)
                 reply = await self._call(spec, messages, self.settings.timeouts.judge)
                 reported[spec.name] = reply.total_duration_ns / 1e9
                 text = prompts.strip_thinking(reply.text)
                 if not text:
                     raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty synthesis")
+            except ModelCallError as exc:
+                failure = exc
+            else:
                 timings["judge"] = self._clock() - start
                 self._emit(sink, StageEvent("judge", spec.name, StageStatus.OK, timings["judge"]))
                 return text, spec.name, VerdictSource.SYNTHESIZED, "", "", labels
-            reply = await self._call(
-                spec,
-                prompts.judge_select_messages(question, past, texts),
-                self.settings.timeouts.judge,
-                fmt=prompts.verdict_schema(list(labels)),
-            )
-            reported[spec.name] = reply.total_duration_ns / 1e9
-            verdict = judging.parse_verdict(reply.text, list(labels))
-            if verdict is None:
-                raise ModelCallError(
-                    ErrorCause.MALFORMED,
-                    f"{spec.label} gave no usable verdict: {reply.text[:200]!r}",
-                )
-        except ModelCallError as exc:
-            error = exc.message
-            timings["judge"] = self._clock() - start
-            failed = StageEvent(
-                "judge", spec.name, StageStatus.ERROR, timings["judge"], exc.cause, exc.message
-            )
-            self._emit(sink, failed)
         else:
-            timings["judge"] = self._clock() - start
-            self._emit(sink, StageEvent("judge", spec.name, StageStatus.OK, timings["judge"]))
-            chosen = next(c for label, c in labelled if label == verdict.label)
-            return chosen.text, chosen.name, verdict.source, "", verdict.reason, labels
-
+            votes = await asyncio.gather(
+                *(self._vote(spec, question, past, order, reported) for order in orders)
+            )
+            tally = Counter(chosen.name for _, chosen, _ in votes if chosen is not None)
+            winner, count = tally.most_common(1)[0] if tally else ("", 0)
+            if count * 2 > len(votes):
+                timings["judge"] = self._clock() - start
+                self._emit(sink, StageEvent("judge", spec.name, StageStatus.OK, timings["judge"]))
+                backing = [
+                    (v, c) for v, c, _ in votes if v is not None and c is not None and c.name == winner
+                ]
+                structured = all(v.source is VerdictSource.STRUCTURED for v, _ in backing)
+                source = VerdictSource.STRUCTURED if structured else VerdictSource.PARSED
+                return backing[0][1].text, winner, source, "", backing[0][0].reason, labels
+            errors = [error for _, _, error in votes if error is not None]
+            if tally:
+                counted = ", ".join(f"{name}: {n}" for name, n in tally.most_common())
+                failure = ModelCallError(
+                    ErrorCause.MALFORMED,
+                    f"{spec.label}: no majority in {len(votes)} verdicts ({counted}"
+                    + (f"; {len(errors)} failed: {errors[0].message}" if errors else "")
+                    + ")",
+                )
+            else:
+                failure = errors[0]
+        timings["judge"] = self._clock() - start
+        self._emit(
+            sink,
+            StageEvent(
+                "judge", spec.name, StageStatus.ERROR, timings["judge"], failure.cause, failure.message
+            ),
+        )
         fallback = judging.fallback_choice(usable)
-        return fallback.text, fallback.name, VerdictSource.FALLBACK, error, "", labels
+        return fallback.text, fallback.name, VerdictSource.FALLBACK, failure.message, "", labels

@@ -55,3 +55,4 @@ class PipelineSettings:
     retries: int = 2
     retry_backoff: float = 0.2
     keep_alive: str = "30m"
+    judge_votes: int = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import re
 import time
 from typing import Any
@@ -311,3 +312,54 @@ async def test_think_and_options_are_sent_as_configured(backend: Backend, wired:
     assert body["think"] is False
     assert body["options"] == {"temperature": 0.2}
     assert dataclasses.asdict(build(data).pipeline.roster.experts[0])["think"] is False
+
+
+class Rotating(random.Random):
+    """Shuffles by rotating one step further each time, so every order puts another expert first."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.turn = 0
+
+    def shuffle(self, x: Any) -> None:  # type: ignore[override]
+        k = self.turn % len(x)
+        x[:] = x[k:] + x[:k]
+        self.turn += 1
+
+
+async def test_several_votes_run_at_once_and_a_consistent_majority_wins(
+    backend: Backend, wired: Wired
+) -> None:
+    def pick_llama(body: dict[str, Any]) -> str:
+        label = re.search(
+            r'<candidate label="([A-Z])">\nllama3\.2:1b answer', body["messages"][-1]["content"]
+        )
+        assert label is not None
+        return json.dumps({"best": label.group(1), "reason": "llama"})
+
+    backend.behavior("judge").reply = pick_llama
+    backend.behavior("judge").latency = 0.2
+    config = build(roster(backend.url, judge_votes=3))
+    result = await Pipeline(config.pipeline, wired.client, wired.store, rng=Rotating()).run("s", "q")
+    assert result.winner == "llama"
+    assert result.verdict_source is VerdictSource.STRUCTURED
+    judge_calls = backend.chats("judge")
+    assert len(judge_calls) == 3
+    assert max(c.start for c in judge_calls) - min(c.start for c in judge_calls) < 0.05  # concurrently
+    assert result.timings["judge"] < 0.2 + 0.15
+    firsts = {
+        re.search(r'<candidate label="A">\n(\S+)', c.body["messages"][-1]["content"]).group(1)
+        for c in judge_calls
+    }  # type: ignore[union-attr]
+    assert len(firsts) == 3  # every vote saw another order
+
+
+async def test_a_position_biased_judge_gets_no_majority_and_the_fallback_decides(
+    backend: Backend, wired: Wired
+) -> None:
+    backend.behavior("judge").reply = '{"best": "A", "reason": "the first one is always best"}'
+    config = build(roster(backend.url, judge_votes=3))
+    result = await Pipeline(config.pipeline, wired.client, wired.store, rng=Rotating()).run("s", "q")
+    assert result.fallback
+    assert "no majority in 3 verdicts" in result.judge_error
+    assert result.winner == "qwen-small"
