@@ -410,6 +410,15 @@ class ProxmoxApi:
             else:
                 raise ApiError(500, f"only root can set '{key}' config")
 
+    def option_exists(self, key: str) -> bool:
+        """Whether ``key`` is a VM config option (the schema's config properties, not request controls)."""
+        if key in ("node", "vmid", "delete", "revert", "digest", "skiplock", "force", "background_delay"):
+            return False
+        props = self.standin.schema.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config").parameters[
+            "properties"
+        ]
+        return validation.property_key_schema(props, key) is not None
+
     def validate_sshkeys(self, params: Mapping[str, str]) -> None:
         keys = params.get("sshkeys")
         if keys is None:
@@ -1030,17 +1039,21 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
     api.validate_sshkeys(params)
     if not delete and not revert and not params:
         raise ApiError(500, "no options specified")
-    errors: dict[str, str] = {}
+    for key in revert:
+        if not api.option_exists(key):
+            raise param_error({"revert": f"unknown option '{key}'"})
+        if key in params:
+            raise param_error({"delete": f"you can't use '-{key}' and -revert {key}' at the same time"})
+    delete = ["ide2" if key == "cdrom" else key for key in delete]
     for key in delete:
         if key in params:
-            errors["delete"] = f"you can't use '-{key}' and -delete {key}' at the same time"
+            raise param_error({"delete": f"you can't use '-{key}' and -delete {key}' at the same time"})
         if key in revert:
-            errors["revert"] = f"you can't use '-delete {key}' and -revert {key}' at the same time"
-    for key in revert:
-        if key in params:
-            errors["delete"] = f"you can't use '-{key}' and -revert {key}' at the same time"
-    if errors:
-        raise param_error(errors)
+            raise param_error(
+                {"revert": f"you can't use '-delete {key}' and -revert {key}' at the same time"}
+            )
+        if not api.option_exists(key):
+            raise param_error({"delete": f"unknown option '{key}'"})
     api.check_modify_perms(req.authid, vmid, list(params) + delete, {**vm.config, **params}, update=True)
     api.check_drives(req, vmid, params)
     if "tags" in params:

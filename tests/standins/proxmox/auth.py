@@ -34,6 +34,8 @@ class Auth:
     def add_token(
         self, tokenid: str, secret: str, privsep: bool, privileges: Mapping[str, Iterable[str]] | None
     ) -> None:
+        if not re.match(r"^[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+![A-Za-z][A-Za-z0-9.\-_]+$", tokenid):
+            raise ValueError(f"invalid API token ID '{tokenid}' (user@realm!name, name of 2+ characters)")
         userid = tokenid.split("!", 1)[0]
         if userid not in self.cluster.users:
             self.add_user(userid, None, None)

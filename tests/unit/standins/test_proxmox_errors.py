@@ -562,6 +562,12 @@ def test_deleted_disks_become_unused_and_unused_disks_are_destroyed(
     with pytest.raises(ResourceException) as skiplock:
         api.nodes("pve1").qemu(100).config.put(name="x", skiplock=1)
     assert skiplock.value.errors == {"skiplock": "Only root may use this option."}
+    with pytest.raises(ResourceException) as unknown:
+        api.nodes("pve1").qemu(100).config.put(delete="bogus")
+    assert unknown.value.errors == {"delete": "unknown option 'bogus'"}
+    with pytest.raises(ResourceException) as both:
+        api.nodes("pve1").qemu(100).config.put(delete="name", name="x")
+    assert both.value.errors == {"delete": "you can't use '-name' and -delete name' at the same time"}
     with pytest.raises(ResourceException, match="no options specified"):
         api.nodes("pve1").qemu(100).config.put()
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.standins.proxmox import SCHEMA_FILE, ApiSchema
+from tests.standins.proxmox import SCHEMA_FILE, ApiSchema, ProxmoxStandin
 from tests.standins.proxmox import validation as v
 from tests.standins.proxmox.api import HANDLERS
 
@@ -230,3 +230,79 @@ def test_vmid_path_values_follow_the_pve_vmid_rules(text: str) -> None:
     # Perl's "$" (like Python's) also matches before a final newline
     valid = bool(re.match(r"^[1-9][0-9]{2,8}$", text))
     assert (errors == {}) == valid
+
+
+KEYS = [
+    "name",
+    "cores",
+    "memory",
+    "net0",
+    "ipconfig0",
+    "scsi0",
+    "ide2",
+    "tags",
+    "agent",
+    "serial0",
+    "boot",
+    "sshkeys",
+    "ciuser",
+    "onboot",
+    "description",
+    "cpu",
+    "virtio1",
+    "sata0",
+    "efidisk0",
+    "delete",
+]
+VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "1",
+            "0",
+            "virtio,bridge=vmbr0",
+            "local-lvm:4",
+            "local-lvm:cloudinit",
+            "local-lvm:0,import-from=local:import/x.qcow2",
+            "ip=10.0.0.2/24,gw=10.0.0.1",
+            "ip=dhcp",
+            "socket",
+            "order=scsi0",
+            "a;b",
+            "host",
+            "2048",
+            "none,media=cdrom",
+            "local:iso/x.iso,media=cdrom",
+            "local-lvm:vm-100-disk-0",
+            "ssh-ed25519%20AAAA",
+            "",
+            "-1",
+            "local-lvm:0",
+        ]
+    ),
+    st.text(max_size=20),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=6), st.sampled_from(["create", "put", "post"]))
+def test_random_requests_never_break_the_standin(params: dict[str, str], how: str) -> None:
+    standin = ProxmoxStandin(nodes=["pve"])
+    standin.task_durations = {"default": 0.0}
+    standin.add_volume("pve", "local:import/x.qcow2", 1000, "qcow2", "import")
+    standin.add_volume("pve", "local:iso/x.iso", 1000, "iso", "iso")
+    auth = {"Authorization": "PVEAPIToken=root@pam!tt=s"}
+    standin.add_token("root@pam!tt", "s")
+    if how != "create":
+        standin.handle("POST", "/nodes/pve/qemu", {"vmid": "100", "scsi0": "local-lvm:1"}, auth)
+        standin.wait_tasks()
+        method = "PUT" if how == "put" else "POST"
+        status, _reason, body, _ = standin.handle(method, "/nodes/pve/qemu/100/config", dict(params), auth)
+    else:
+        status, _reason, body, _ = standin.handle("POST", "/nodes/pve/qemu", {"vmid": "100", **params}, auth)
+    standin.wait_tasks()
+    assert standin.internal_errors == []
+    assert standin.response_violations == []
+    assert status in (200, 400, 403, 500, 501), body
+    if status == 500:
+        assert body is not None
+        assert not body["message"].startswith("stand-in bug"), body
