@@ -27,7 +27,7 @@ def last_user(request: Any) -> str:
 
 
 async def test_critical_path_is_max_of_branches_plus_judge(backend: Backend, wired: Wired) -> None:
-    latency = {"promptimizer": 0.3, "qwen-small": 0.3, "qwen": 0.45, "llama": 0.45, "judge": 0.1}
+    latency = {"promptimizer": 0.3, "qwen-small": 0.1, "qwen": 0.5, "llama": 0.5, "judge": 0.1}
     for name, seconds in latency.items():
         backend.behavior(name).latency = seconds
     backend.behavior("promptimizer").reply = "Explain what K3s is and how it differs from Kubernetes."
@@ -36,15 +36,15 @@ async def test_critical_path_is_max_of_branches_plus_judge(backend: Backend, wir
     result = await wired.pipeline.run("s", "what's k3s")
     wall = time.monotonic() - start
 
-    critical = max(0.3 + 0.3, 0.45, 0.45) + 0.1  # 0.7 s
-    design_sequencing = 0.3 + max(0.3, 0.45, 0.45) + 0.1  # 0.85 s: experts after the promptimizer
-    assert critical <= wall < critical + 0.12 < design_sequencing
-    assert result.timings["experts"] < 0.6 + 0.1  # the slowest branch, not the 1.2 s sum of experts
+    critical = max(0.3 + 0.1, 0.5, 0.5) + 0.1  # 0.6 s
+    design_sequencing = 0.3 + max(0.1, 0.5, 0.5) + 0.1  # 0.9 s: every expert after the promptimizer
+    assert critical <= wall < critical + 0.2 < design_sequencing
+    assert result.timings["experts"] < 0.5 + 0.15  # the slowest branch, not the 1.1 s sum of the experts
 
     prom = backend.chats("promptimizer")[0]
     small, qwen, llama = backend.chats("qwen-small")[0], backend.chats("qwen")[0], backend.chats("llama")[0]
     judge = backend.chats("judge")[0]
-    # raw-query experts start with the promptimizer, long before it answers
+    # raw-query experts start with the promptimizer, long before it answers, and overlap each other
     assert abs(qwen.start - prom.start) < 0.05
     assert abs(llama.start - prom.start) < 0.05
     assert qwen.start < prom.end - 0.2
@@ -135,7 +135,7 @@ async def test_an_expert_that_hangs_times_out_and_is_dropped(backend: Backend, w
     backend.standin.configure(MODELS["llama"], failure="hang")
     start = time.monotonic()
     result = await pipeline.run("s", "q")
-    assert time.monotonic() - start < 0.4 + 0.3
+    assert time.monotonic() - start < 0.4 + 0.5
     llama = next(c for c in result.candidates if c.name == "llama")
     assert llama.cause is ErrorCause.TIMEOUT
     assert "did not answer within 0.4 s" in llama.error
