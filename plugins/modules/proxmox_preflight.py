@@ -85,6 +85,13 @@ options:
         type: list
         elements: str
         default: []
+      shared:
+        description: The storage must be shared between the nodes (a template on it is cloned to other nodes).
+        type: bool
+        default: false
+      reason:
+        description: Why the storage is needed, added to the message when a check fails.
+        type: str
   bridges:
     description: Bridges that must exist on a node.
     type: list
@@ -228,6 +235,12 @@ def check_storages(client, params, problems, usable_nodes):
                 f"{', '.join(sorted(cache[node])) or 'none'}); fix the storage variable or add the storage"
             )
             continue
+        if item["shared"] and not int(found.get("shared", 0)):
+            problems.append(
+                f"storage {storage!r} on node {node} is not shared between the nodes"
+                + (f", but {item['reason']}" if item.get("reason") else "")
+                + "; add a template on each node to the template list or put the disks on shared storage"
+            )
         if not int(found.get("enabled", 1)) or not int(found.get("active", 1)):
             problems.append(f"storage {storage!r} on node {node} is disabled or inactive")
         allowed = set(split_list(found.get("content")))
@@ -337,6 +350,8 @@ def build_argument_spec():
                 "node": {"type": "str", "required": True},
                 "storage": {"type": "str", "required": True},
                 "content": {"type": "list", "elements": "str", "default": []},
+                "shared": {"type": "bool", "default": False},
+                "reason": {"type": "str"},
             },
         },
         bridges={

@@ -161,6 +161,11 @@ def test_missing_token_fails_before_any_request(lab: Lab) -> None:
         ({}, {"gorkheavy_proxmox_vm_storage": "ceph"}, "storage 'ceph' does not exist on node pve1"),
         ({}, {"gorkheavy_proxmox_image_storage": "local-lvm"}, "does not allow content import"),
         ({}, {"gorkheavy_ssh_public_keys": []}, "no SSH public key"),
+        (
+            {},
+            {"gorkheavy_proxmox_templates": [{"node": "pve1", "vmid": 9001}, {"node": "pve2", "vmid": 9002}]},
+            "storage 'local-lvm' on node pve1 is not shared between the nodes, but VM k3s-agent-2 on pve3",
+        ),
     ],
     ids=[
         "vmid-range",
@@ -172,6 +177,7 @@ def test_missing_token_fails_before_any_request(lab: Lab) -> None:
         "missing-storage",
         "no-import",
         "no-keys",
+        "no-template-for-node",
     ],
 )
 def test_bad_variables_fail_before_any_change(
