@@ -270,3 +270,44 @@ def test_chat_survives_all_experts_failing(tmp_path: Path, standin: tuple[Ollama
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_ask_reads_stdin_and_takes_the_strategy(tmp_path: Path, standin: tuple[OllamaStandin, str]) -> None:
+    server, url = standin
+    server.configure(MODELS["judge"], reply="One answer written from all of them.")
+    done = subprocess.run(
+        [sys.executable, "-m", "gorkheavy", "ask", "-", "--strategy", "synthesize", "--json"],
+        input="What is K3s?\n",
+        capture_output=True,
+        text=True,
+        env={**env(tmp_path), "GORKHEAVY_CONFIG": str(write_config(tmp_path, url))},
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["question"] == "What is K3s?"
+    assert result["strategy"] == "synthesize"
+    assert result["answer"] == "One answer written from all of them."
+    assert result["winner"] == "judge"
+
+
+def test_ask_refuses_an_empty_question(tmp_path: Path, standin: tuple[OllamaStandin, str]) -> None:
+    _, url = standin
+    done = gorkheavy(tmp_path, "ask", "   ", "--config", str(write_config(tmp_path, url)))
+    assert done.returncode == 2
+    assert "the question is empty" in done.stderr
+
+
+def test_doctor_reports_an_unusable_memory_store(tmp_path: Path, standin: tuple[OllamaStandin, str]) -> None:
+    _, url = standin
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    data = roster(url, memory={"store": "sqlite", "path": str(blocker / "memory.db")})
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump(data))
+    done = gorkheavy(tmp_path, "doctor", "--config", str(path))
+    assert done.returncode == 1
+    assert "FAIL memory: cannot open the SQLite memory" in done.stdout
+    assert "set memory.path to a writable file" in done.stdout
