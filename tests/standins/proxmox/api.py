@@ -119,6 +119,26 @@ class Faults:
         return False
 
 
+def parse_volname(scfg: Any, volname: str) -> str:
+    """The volume type a storage plugin reads from a volume name, or its parse error."""
+    if scfg.file_based:
+        for pattern, vtype in (
+            (r"^(\d+)/(\S+)$", "images"),
+            (r"^(\d+)/(\S+)/(\d+)/(\S+)$", "images"),
+            (r"^iso/[^/]+$", "iso"),
+            (r"^vztmpl/[^/]+$", "vztmpl"),
+            (r"^import/[^/]+$", "import"),
+            (r"^snippets/[^/]+$", "snippets"),
+            (r"^backup/[^/]+$", "backup"),
+        ):
+            if re.match(pattern, volname):
+                return vtype
+        raise ApiError(500, f"unable to parse directory volume name '{volname}'")
+    if re.match(r"^((base|vm)-\d+-\S+)$", volname) or re.match(r"^(base-\d+-\S+)/(vm-\d+-\S+)$", volname):
+        return "images"
+    raise ApiError(500, f"unable to parse lvm volume name '{volname}'")
+
+
 def lock_message(vmid: int) -> str:
     return f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"
 
@@ -314,6 +334,7 @@ class ProxmoxApi:
                     errors["storage"] = f"storage '{storage}' does not support vm images"
                 continue
             scfg = self.storage_for(storage, node)
+            parse_volname(scfg, volname)
             volume = self.cluster.find_volume(file, node)
             if volume is None:
                 raise ApiError(500, f"volume '{file}' does not exist")
@@ -328,6 +349,10 @@ class ProxmoxApi:
         file = drive.get("file", "")
         storage, _, volname = file.partition(":")
         if volname == "cloudinit":
+            vm = self.cluster.vms.get(vmid)
+            for other, other_value in (vm.config | vm.pending).items() if vm else ():
+                if other != key and DRIVE_KEY_RE.match(other) and "cloudinit" in other_value.split(",")[0]:
+                    raise TaskFailed(f"{key} - cloud-init drive is already attached at '{other}'")
             volid = f"{storage}:vm-{vmid}-cloudinit"
             scfg = self.cluster.storages[storage]
             if scfg.file_based:
@@ -337,7 +362,8 @@ class ProxmoxApi:
                     Volume(volid, node, 4 * 1024 * 1024, scfg.default_format, "images", vmid=vmid)
                 )
             drive["file"] = volid
-            drive["media"] = "cdrom"
+            if "media" in self.drive_fmt(key):
+                drive["media"] = "cdrom"
             return self.print_drive(key, drive)
         new_disk = NEW_DISK_RE.match(file)
         if new_disk and drive.get("media") != "cdrom":
@@ -894,6 +920,9 @@ def create_vm(api: ProxmoxApi, req: Request) -> Any:
 
     def work(task: Task) -> None:
         final: dict[str, str] = {}
+        ci_keys = [k for k in _drive_order(params) if params[k].split(",")[0].endswith("cloudinit")]
+        if len(ci_keys) > 1:
+            raise TaskFailed(f"{ci_keys[1]} - cloud-init drive is already attached at '{ci_keys[0]}'")
         for key, value in params.items():
             if DRIVE_KEY_RE.match(key):
                 task.log.append(f"{key}: successfully created disk for '{value}'")
@@ -908,8 +937,23 @@ def create_vm(api: ProxmoxApi, req: Request) -> Any:
     def cleanup(task: Task) -> None:
         if api.cluster.vms.get(vmid) is vm:
             del api.cluster.vms[vmid]
+            _remove_owned_volumes(api, vmid)
 
     return api.task(req, "qmcreate", str(vmid), work, locks=(vmid,), on_failure=cleanup)
+
+
+def _drive_order(keys: Mapping[str, str]) -> list[str]:
+    """Drive keys in the order qemu-server walks them: ide, sata, scsi, virtio, efidisk, tpmstate."""
+    buses = ("ide", "sata", "scsi", "virtio", "efidisk", "tpmstate")
+    found = [k for k in keys if DRIVE_KEY_RE.match(k)]
+    return sorted(found, key=lambda k: (buses.index(re.sub(r"\d+$", "", k)), int(re.sub(r"^\D+", "", k))))
+
+
+def _remove_owned_volumes(api: ProxmoxApi, vmid: int) -> None:
+    """A failed create or clone removes the volumes it allocated."""
+    for key, volume in list(api.cluster.volumes.items()):
+        if volume.vmid == vmid and volume.content == "images":
+            del api.cluster.volumes[key]
 
 
 def _add_defaults(api: ProxmoxApi, config: dict[str, str]) -> dict[str, str]:
@@ -1062,12 +1106,6 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
     if digest and digest != config_digest(vm.config):
         raise ApiError(500, "checksum mismatch (file change by other user?)")
     api.check_config_lock(vm, skiplock)
-    if vm.config.get("template") == "1":
-        for key in params:
-            if DRIVE_KEY_RE.match(key) and key not in vm.config:
-                continue
-            if DRIVE_KEY_RE.match(key):
-                raise ApiError(500, f"unable to modify disk '{key}' of a template")
 
     def update(task: Task | None) -> None:
         if digest and digest != config_digest(vm.config):
@@ -1108,7 +1146,8 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
                 value = _keep_mac(api, vm, key, value)
             if DRIVE_KEY_RE.match(key):
                 old = vm.config.get(key)
-                value = api.apply_drive(node, vmid, key, value)
+                # a template's new disks become base volumes at once
+                value = api.apply_drive(node, vmid, key, value, template=vm.config.get("template") == "1")
                 if old and old != value:
                     old_drive = api.parse_drive(key, old)
                     new_drive = api.parse_drive(key, value)
@@ -1215,7 +1254,7 @@ def put_config(api: ProxmoxApi, req: Request) -> Any:
 def make_template(api: ProxmoxApi, req: Request) -> Any:
     vm = api.vm(req)
     api.check_config_lock(vm)
-    if vm.config.get("template") == "1":
+    if vm.config.get("template") == "1" and not req.params.get("disk"):
         raise ApiError(500, "you can't convert a template to a template")
     if api.vm_running(vm):
         raise ApiError(500, "you can't convert a VM to template if VM is running")
@@ -1304,8 +1343,6 @@ def clone_vm(api: ProxmoxApi, req: Request) -> Any:
         raise ApiError(500, f"can't clone VM to node '{target}' (VM uses local storage)")
     if newid in api.cluster.vms:
         raise ApiError(500, f"unable to create VM {newid}: config file already exists")
-    if not is_template and not full:
-        raise ApiError(500, "linked clone feature is not supported for drive 'scsi0'")
     name = req.params.get("name") or f"Copy-of-VM-{vm.config.get('name', vm.vmid)}"
     dest_node = target or node
     placeholder = VmState(vmid=newid, node=node, config={"lock": "clone"})
@@ -1326,11 +1363,13 @@ def clone_vm(api: ProxmoxApi, req: Request) -> Any:
                 drive["file"] = f"{store}:cloudinit"
                 config[key] = api.apply_drive(dest_node, newid, key, api.print_drive(key, drive))
                 continue
-            if drive.get("media") == "cdrom" or not store:
+            if drive.get("media") == "cdrom" or not store or ":" not in file:
                 continue
             source = api.cluster.find_volume(file, vm.node)
             if source is None:
-                raise TaskFailed(f"volume '{file}' does not exist")
+                raise TaskFailed(f"clone failed: volume '{file}' does not exist")
+            if not full and "base-" not in volname.split("/")[0]:
+                raise TaskFailed("clone failed: clone_image only works on base images")
             dest_store = storage or store
             if full:
                 dest_scfg = api.cluster.storages[dest_store]
@@ -1380,6 +1419,7 @@ def clone_vm(api: ProxmoxApi, req: Request) -> Any:
     def cleanup(task: Task) -> None:
         if api.cluster.vms.get(newid) is placeholder:
             del api.cluster.vms[newid]
+            _remove_owned_volumes(api, newid)
 
     # a running or plain VM is locked exclusively while it is cloned, a template only shared
     source_locks = (vm.vmid,) if not is_template or api.vm_running(vm) else ()
@@ -1424,7 +1464,7 @@ def resize_vm(api: ProxmoxApi, req: Request) -> Any:
         volid = drive.get("file", "")
         if not volid:
             raise TaskFailed(f"disk '{disk}' has no associated volume")
-        if drive.get("media") == "cdrom":
+        if drive.get("media") == "cdrom" or volid == "cdrom":
             raise TaskFailed("you can't resize a cdrom")
         store = volid.split(":", 1)[0]
         api.check(req.authid, f"/storage/{store}", ["Datastore.AllocateSpace"])
