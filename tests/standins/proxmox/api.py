@@ -1368,7 +1368,7 @@ def clone_vm(api: ProxmoxApi, req: Request) -> Any:
             source = api.cluster.find_volume(file, vm.node)
             if source is None:
                 raise TaskFailed(f"clone failed: volume '{file}' does not exist")
-            if not full and "base-" not in volname.split("/")[0]:
+            if not full and not re.match(r"^(\d+/)?base-\d+-[^/]+$", volname):
                 raise TaskFailed("clone failed: clone_image only works on base images")
             dest_store = storage or store
             if full:
