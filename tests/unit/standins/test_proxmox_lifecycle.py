@@ -188,6 +188,9 @@ def test_linked_clone_of_local_template_stays_on_its_node(lab: tuple[ProxmoxStan
     )
     assert status["exitstatus"] == "OK"
     assert api.nodes("pve1").qemu(150).config.get()["scsi0"].startswith("local-lvm:vm-150-disk-0,")
+    linked_of_plain = wait_task(api, "pve1", api.nodes("pve1").qemu(150).clone.post(newid=151, full=0))
+    assert linked_of_plain["exitstatus"] == "clone failed: clone_image only works on base images"
+    assert api.nodes("pve1").storage("local-lvm").content.get(vmid=151) == []
     with pytest.raises(ResourceException) as duplicate:
         api.nodes("pve1").qemu(9001).clone.post(newid=150)
     assert duplicate.value.content == "unable to create VM 150: config file already exists"
