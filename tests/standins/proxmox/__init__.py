@@ -33,6 +33,7 @@ Python API::
     standin.requests            # [LoggedRequest(method, path, params, status)]
     standin.schema_violations   # requests refused by the schema (the provision tests assert it is empty)
     standin.response_violations # responses that did not match "returns"
+    standin.internal_errors     # defects of the stand-in itself (answered with 500 "stand-in bug")
     standin.wait_tasks(); standin.vm_config(100)                   # direct looks at the state
     standin.handle("GET", "/version", {}, headers)                 # one request without HTTP
 
@@ -43,7 +44,8 @@ CLI::
 
     python -m tests.standins.proxmox --host 127.0.0.1 --port 8006 --nodes pve1,pve2,pve3 \\
         --token 'gorkheavy@pve!ansible=SECRET' --user 'admin@pve=PASSWORD' --state /tmp/pve.json \\
-        --ca-out /tmp/pve-ca.pem --task-duration qmclone=0.3 --agent-delay 0.5
+        --ca-out /tmp/pve-ca.pem --task-duration qmclone=0.3 --agent-delay 0.5 \\
+        --storage 'nfs=nfs:images,import:shared' --unauthorized-delay 3
 
 Default state: nodes ``pve1``, ``pve2``, ``pve3`` (any list, one node is fine); on every node storage
 ``local`` (dir, content ``backup,import,iso,snippets,vztmpl``) and ``local-lvm`` (lvmthin,

@@ -7,6 +7,7 @@ import contextlib
 
 from tests.standins.proxmox.backend import SimulatedBackend
 from tests.standins.proxmox.standin import ProxmoxStandin
+from tests.standins.proxmox.state import StorageDef
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,6 +25,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--agent-delay", type=float, default=0.5, help="seconds until a started VM's agent answers"
     )
+    parser.add_argument(
+        "--storage",
+        action="append",
+        default=[],
+        help="add a storage: 'NAME=TYPE:CONTENT[,CONTENT...][:shared]', e.g. 'nfs=nfs:images,import:shared'",
+    )
+    parser.add_argument(
+        "--unauthorized-delay",
+        type=float,
+        default=0.0,
+        help="delay of 401 answers (the real server waits 3 s)",
+    )
     args = parser.parse_args(argv)
 
     durations = {}
@@ -35,8 +48,15 @@ def main(argv: list[str] | None = None) -> None:
         state_file=args.state,
         task_durations=durations,
         backend=SimulatedBackend(agent_delay=args.agent_delay),
-        unauthorized_delay=0.0,
+        unauthorized_delay=args.unauthorized_delay,
     )
+    for spec in args.storage:
+        name, _, rest = spec.partition("=")
+        kind, _, tail = rest.partition(":")
+        content, _, flag = tail.partition(":")
+        if not (name and kind and content) or flag not in ("", "shared"):
+            parser.error(f"--storage {spec!r}: expected NAME=TYPE:CONTENT[,CONTENT...][:shared]")
+        standin.add_storage(StorageDef(name, kind, content.split(","), shared=flag == "shared"))
     for token in args.token:
         tokenid, _, secret = token.partition("=")
         standin.add_token(tokenid, secret)

@@ -171,6 +171,8 @@ def test_command_line_server(tmp_path: Path) -> None:
             str(state),
             "--ca-out",
             str(ca),
+            "--storage",
+            "nfs=nfs:images,import:shared",
             "--task-duration",
             "qmcreate=0.01",
         ],
@@ -193,6 +195,8 @@ def test_command_line_server(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert api is not None
         assert [n["node"] for n in api.nodes.get()] == ["pve1", "pve2"]
+        nfs = [s for s in api.nodes("pve2").storage.get() if s["storage"] == "nfs"]
+        assert nfs[0]["shared"] == 1
         wait_task(api, "pve2", api.nodes("pve2").qemu.post(vmid=300, name="persisted"))
         assert state.exists()
     finally:
