@@ -225,6 +225,13 @@ def test_reset_removes_only_our_vms(lab: Lab) -> None:
     assert "gorkheavy_reset_confirm=yes" in refused.output
     assert len(lab.vms()) == 7
 
+    since = len(lab.standin.requests)
+    preview = lab.reset(inventory, "-e", "gorkheavy_reset_confirm=yes", "--check")
+    assert preview.rc == 0, preview.output
+    assert preview.changed == 1
+    assert harness.mutating_requests(lab.standin, since) == []
+    assert len(lab.vms()) == 7
+
     done = lab.reset(inventory, "-e", "gorkheavy_reset_confirm=yes")
     assert done.rc == 0, done.output
     assert sorted(lab.vms()) == [300, 9001, 9002, 9003]
