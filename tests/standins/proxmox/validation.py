@@ -620,6 +620,9 @@ def _check_type(path: str, type_: str | None, value: Any, errors: dict[str, str]
         return False
     if text:
         # form data and query strings: everything is a string, checked by its text
+        if isinstance(value, bool) and type_ != "boolean":
+            add_error(errors, path, f"type check ('{type_}') failed - got JSON::PP::Boolean")
+            return False
         shown = _text(value)
         if type_ == "boolean":
             if isinstance(value, bool) or shown in ("0", "1"):

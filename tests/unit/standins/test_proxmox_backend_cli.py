@@ -122,6 +122,12 @@ def test_json_bodies_and_repeated_parameters() -> None:
         )
         assert repeated.status_code == 400
         assert repeated.json()["errors"] == {"name": "type check ('string') failed - got ARRAY"}
+        boolean_name = requests.post(
+            url, json={"vmid": 222, "name": True}, headers=headers, verify=server.ca_path, timeout=10
+        )
+        assert boolean_name.json()["errors"] == {
+            "name": "type check ('string') failed - got JSON::PP::Boolean"
+        }
         clash = requests.post(
             f"{url}/220/config",
             data={"vmid": "221", "name": "x"},
