@@ -313,6 +313,12 @@ def main():
                         "gorkheavy_reset_templates=true) to rebuild it from the new image"
                     )
                 if not int(config.get("template") or 0):
+                    if not str(config.get("description") or "").startswith(DESCRIPTION_PREFIX):
+                        raise ProxmoxError(
+                            f"VMID {params['vmid']} on {node} is a VM tagged '{params['ownership_tag']}' "
+                            "but not a template built by this module; refusing to turn it into a template. "
+                            "Give the template another VMID"
+                        )
                     # Left over from an interrupted run: the VM exists, the conversion did not happen.
                     after = {**after, "template": 1}
                     result["changed"] = True

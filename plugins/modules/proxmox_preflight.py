@@ -309,8 +309,14 @@ def check_guests(client, params, problems):
             )
         is_template = bool(int(guest.get("template") or 0))
         if guest.get("type") == "qemu" and is_template != item["template"]:
-            kind = "a template" if is_template else "a VM"
-            problems.append(f"VMID {vmid} ({label}) is {kind}; it cannot be used as {label}")
+            if is_template:
+                problems.append(f"VMID {vmid} ({label}) is a template; give the VM another VMID")
+            else:
+                problems.append(
+                    f"VMID {vmid} ({label}) is a VM, not a template. If it is a template build that was "
+                    f"interrupted, remove it (qm destroy {vmid} on {guest.get('node')}) and run again; "
+                    "otherwise give the template another VMID"
+                )
         managed.append(vmid)
     return managed, free
 

@@ -277,3 +277,13 @@ def test_one_template_on_shared_storage_serves_every_node(lab: Lab) -> None:
     assert lab.config("pve3", 203)["scsi0"].startswith("nfs-vms:")
     again = lab.provision(inventory)
     assert again.changed == 0, again.output
+
+
+def test_a_vm_of_ours_at_a_template_vmid_is_refused_with_what_to_do(lab: Lab) -> None:
+    lab.create_foreign_vm("pve2", 9002, "half-built", tags="gorkheavy-lite")
+    since = len(lab.standin.requests)
+    run = lab.provision(lab.inventory())
+    assert run.rc != 0
+    assert "VMID 9002 (template on pve2) is a VM, not a template" in run.output
+    assert "qm destroy 9002 on pve2" in run.output
+    assert harness.mutating_requests(lab.standin, since) == []
