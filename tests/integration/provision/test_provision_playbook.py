@@ -115,7 +115,8 @@ def test_size_change_grows_the_disk_and_a_smaller_size_is_ignored(lab: Lab) -> N
 def test_foreign_vmid_is_refused_by_its_id_before_any_change(lab: Lab) -> None:
     lab.create_foreign_vm("pve2", 202, "someone-elses-db", tags="prod")
     since = len(lab.standin.requests)
-    run = lab.provision(lab.inventory())
+    # Verbose output shows the module arguments: the secret must stay masked there too.
+    run = lab.provision(lab.inventory(), "-vvv")
     assert run.rc != 0
     assert "VMID 202" in run.output
     assert "someone-elses-db" in run.output
