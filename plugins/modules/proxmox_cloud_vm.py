@@ -369,11 +369,14 @@ def config_update(want, have, raw_config):
     """Keys that differ and the API payload that fixes them."""
     payload = {}
     changed = []
+    delete = []
     for key, value in want.items():
         if have.get(key) == value:
             continue
         changed.append(key)
-        if key == "tags":
+        if value in ([], "", {}) and key in ("sshkeys", "nameserver", "searchdomain", "description", "tags"):
+            delete.append(key)  # Proxmox refuses empty values; unset settings are deleted
+        elif key == "tags":
             payload["tags"] = join_tags(value)
         elif key == "sshkeys":
             payload["sshkeys"] = encode_sshkeys(value)
@@ -393,6 +396,8 @@ def config_update(want, have, raw_config):
             payload["net0"] = format_net(net)
         else:
             payload[key] = value
+    if delete:
+        payload["delete"] = ",".join(delete)
     return sorted(changed), payload
 
 

@@ -84,7 +84,10 @@ def test_check_mode_creates_nothing_and_shows_what_would_change(lab: Lab) -> Non
 
 def test_size_change_grows_the_disk_and_a_smaller_size_is_ignored(lab: Lab) -> None:
     assert lab.provision(lab.inventory()).rc == 0
-    bigger = lab.inventory(host_vars={"k3s-server": {"gorkheavy_vm_disk_gb": 40, "gorkheavy_vm_cores": 6}})
+    no_dns = {"gorkheavy_network_nameservers": []}  # an emptied setting is deleted, not sent empty
+    bigger = lab.inventory(
+        host_vars={"k3s-server": {"gorkheavy_vm_disk_gb": 40, "gorkheavy_vm_cores": 6}}, group_vars=no_dns
+    )
     since = len(lab.standin.requests)
     preview = lab.provision(bigger, "--check", "--diff")
     assert preview.rc == 0, preview.output
@@ -101,8 +104,11 @@ def test_size_change_grows_the_disk_and_a_smaller_size_is_ignored(lab: Lab) -> N
     assert config["cores"] == 6
     assert "take effect at its next boot" in grown.output
     assert lab.config("pve2", 202)["cores"] == 4
+    assert "nameserver" not in lab.config("pve2", 202)
 
-    smaller = lab.inventory(host_vars={"k3s-server": {"gorkheavy_vm_disk_gb": 20, "gorkheavy_vm_cores": 6}})
+    smaller = lab.inventory(
+        host_vars={"k3s-server": {"gorkheavy_vm_disk_gb": 20, "gorkheavy_vm_cores": 6}}, group_vars=no_dns
+    )
     since = len(lab.standin.requests)
     shrink = lab.provision(smaller)
     assert shrink.rc == 0, shrink.output

@@ -154,3 +154,17 @@ def test_image_file_names_carry_the_checksum_so_a_new_image_is_downloaded() -> N
         == "debian-12-genericcloud-amd64.qcow2"
     )
     assert tpl.image_filename({"image_url": url, "image_filename": "mine.qcow2"}) == "mine.qcow2"
+
+
+def test_emptied_settings_are_deleted_not_sent_empty() -> None:
+    want = vm_module.desired_config(params(nameservers=[], ssh_public_keys=[KEY_A]))
+    config = {
+        "nameserver": "192.168.1.1",
+        "sshkeys": api.encode_sshkeys([KEY_A]),
+        "net0": "virtio,bridge=vmbr0",
+    }
+    changed, payload = vm_module.config_update(want, vm_module.current_view(config), config)
+    assert "nameserver" in changed
+    assert payload["delete"] == "nameserver"
+    assert "nameserver" not in payload
+    assert "sshkeys" not in changed
