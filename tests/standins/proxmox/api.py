@@ -144,6 +144,14 @@ def lock_message(vmid: int) -> str:
 
 
 @dataclass
+class WithAttributes:
+    """A result with envelope attributes beside ``data`` (``total`` of paged lists)."""
+
+    data: Any
+    attributes: dict[str, Any]
+
+
+@dataclass
 class Request:
     method: str
     path: str  # schema path
@@ -1731,7 +1739,8 @@ def task_log(api: ProxmoxApi, req: Request) -> Any:
     limit = int(req.params.get("limit", "50"))
     lines = task.log or ["no content"] if task.status == "stopped" else task.log
     selected = lines[start : start + limit] if limit else lines[start:]
-    return [{"n": start + index + 1, "t": text} for index, text in enumerate(selected)]
+    data = [{"n": start + index + 1, "t": text} for index, text in enumerate(selected)]
+    return WithAttributes(data, {"total": len(lines)})
 
 
 @route("GET", "/nodes/{node}/tasks")
@@ -1770,8 +1779,10 @@ def task_list(api: ProxmoxApi, req: Request) -> Any:
         if task.status == "stopped":
             entry["endtime"] = task.endtime or task.starttime
             entry["status"] = task.exitstatus
+        else:
+            entry["status"] = "RUNNING"
         result.append(entry)
-    return result[start : start + limit]
+    return WithAttributes(result[start : start + limit], {"total": len(result)})
 
 
 # ---------------------------------------------------------------------------------------------------------

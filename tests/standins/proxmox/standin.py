@@ -21,7 +21,7 @@ from typing import Any
 import trustme
 
 from tests.standins.proxmox import validation
-from tests.standins.proxmox.api import HANDLERS, Faults, ProxmoxApi, Request
+from tests.standins.proxmox.api import HANDLERS, Faults, ProxmoxApi, Request, WithAttributes
 from tests.standins.proxmox.auth import Auth
 from tests.standins.proxmox.backend import SimulatedBackend, VmBackend
 from tests.standins.proxmox.schema import SCHEMA_FILE, ApiSchema
@@ -274,13 +274,16 @@ class ProxmoxStandin:
     def _ok(
         self, endpoint: Any, method: str, path: str, params: dict[str, str], data: Any
     ) -> tuple[int, str, dict[str, Any] | None, dict[str, str]]:
+        attributes: dict[str, Any] = {}
+        if isinstance(data, WithAttributes):
+            data, attributes = data.data, {k: v for k, v in data.attributes.items() if v}
         errors = validation.verify_returns(endpoint.returns, data)
         if errors:
             violation = SchemaViolation(method, path, params, errors)
             self.response_violations.append(violation)
             if self.strict:
                 raise StandinBug(f"response of {method} {path} does not match the schema: {errors}")
-        return 200, "OK", {"data": data}, {}
+        return 200, "OK", {"data": data, **attributes}, {}
 
     # -- HTTPS ------------------------------------------------------------------------------------------
 
