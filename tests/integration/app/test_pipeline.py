@@ -45,8 +45,8 @@ async def test_critical_path_is_max_of_branches_plus_judge(backend: Backend, wir
     small, qwen, llama = backend.chats("qwen-small")[0], backend.chats("qwen")[0], backend.chats("llama")[0]
     judge = backend.chats("judge")[0]
     # raw-query experts start with the promptimizer, long before it answers, and overlap each other
-    assert abs(qwen.start - prom.start) < 0.05
-    assert abs(llama.start - prom.start) < 0.05
+    assert abs(qwen.start - prom.start) < 0.1
+    assert abs(llama.start - prom.start) < 0.1
     assert qwen.start < prom.end - 0.2
     # the optimized-query expert starts after the rewrite and gets it; the others get the raw question
     assert small.start >= prom.end - 0.005
@@ -345,8 +345,8 @@ async def test_several_votes_run_at_once_and_a_consistent_majority_wins(
     assert result.verdict_source is VerdictSource.STRUCTURED
     judge_calls = backend.chats("judge")
     assert len(judge_calls) == 3
-    assert max(c.start for c in judge_calls) - min(c.start for c in judge_calls) < 0.05  # concurrently
-    assert result.timings["judge"] < 0.2 + 0.15
+    assert max(c.start for c in judge_calls) - min(c.start for c in judge_calls) < 0.1  # concurrently
+    assert result.timings["judge"] < 0.2 * 2  # not one after another (0.6 s)
     firsts = {
         re.search(r'<candidate label="A">\n(\S+)', c.body["messages"][-1]["content"]).group(1)
         for c in judge_calls

@@ -386,13 +386,13 @@ async def test_a_client_leaving_an_event_stream_frees_its_slot_quietly(
 
 
 async def test_in_flight_gauge_counts_running_requests(backend: Backend, serve: Serve) -> None:
-    backend.behavior("judge").latency = 0.4
+    backend.behavior("judge").latency = 1.0
     async with serve() as (url, http):
         running_requests = [
             asyncio.create_task(post(http, f"{url}/v1/chat", {"session": f"s{i}", "message": "q"}))
             for i in range(3)
         ]
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
         async with http.get(f"{url}/metrics") as response:
             assert "gorkheavy_requests_in_flight 3.0" in await response.text()
         assert [status for status, _, _ in await asyncio.gather(*running_requests)] == [200, 200, 200]
