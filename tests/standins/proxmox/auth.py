@@ -64,7 +64,8 @@ class Auth:
         token = _extract(auth_header, "PVEAPIToken")
         if not token:
             raise ApiError(401, "No ticket", bare=True)
-        match = re.match(r"^(\S+?![A-Za-z][A-Za-z0-9.\-_]+)[=:](\S+)$", token)
+        # like PVE::AccessControl::verify_token: the token ID is everything before the last "="
+        match = re.match(r"^(.*)=(.*)$", token, re.DOTALL)
         if not match:
             raise ApiError(401, "Authentication failed!", bare=True)
         tokenid, secret = match.group(1), match.group(2)

@@ -241,8 +241,10 @@ def test_token_authentication(lab: tuple[ProxmoxStandin, Server, Any]) -> None:
     assert raw(server, "GET", "/version").status_code == 200
     spaced = {"Authorization": f"PVEAPIToken {TOKEN_ID}={TOKEN_SECRET}"}
     assert raw(server, "GET", "/version", headers=spaced).status_code == 200
-    colon = {"Authorization": f"PVEAPIToken={TOKEN_ID}:{TOKEN_SECRET}"}
-    assert raw(server, "GET", "/version", headers=colon).status_code == 200
+    encoded = {"Authorization": f"PVEAPIToken={urllib.parse.quote(f'{TOKEN_ID}={TOKEN_SECRET}')}"}
+    assert raw(server, "GET", "/version", headers=encoded).status_code == 200  # the value is URI-unescaped
+    colon = {"Authorization": f"PVEAPIToken={TOKEN_ID}:{TOKEN_SECRET}"}  # not a separator the server knows
+    assert raw(server, "GET", "/version", headers=colon).status_code == 401
     bad = raw(server, "GET", "/version", headers={"Authorization": f"PVEAPIToken={TOKEN_ID}=wrong"})
     assert (bad.status_code, bad.reason, bad.content) == (401, "Authentication failed!", b"")
     unknown = raw(
