@@ -17,7 +17,7 @@ def assert_clean(run: harness.Run) -> None:
     assert harness.SECRET not in run.output, "the token secret leaked into the output"
 
 
-def test_first_run_creates_three_vms_and_second_run_changes_nothing(lab: Lab) -> None:
+def test_first_run_creates_three_vms_second_changes_nothing_and_disks_only_grow(lab: Lab) -> None:
     inventory = lab.inventory()
     first = lab.provision(inventory)
     assert first.rc == 0, first.output
@@ -69,21 +69,7 @@ def test_first_run_creates_three_vms_and_second_run_changes_nothing(lab: Lab) ->
     assert harness.mutating_requests(lab.standin, since) == []
     assert_clean(second)
 
-
-def test_check_mode_creates_nothing_and_shows_what_would_change(lab: Lab) -> None:
-    run = lab.provision(lab.inventory(), "--check", "--diff")
-    assert run.rc == 0, run.output
-    assert run.changed > 0
-    assert harness.mutating_requests(lab.standin) == []
-    assert lab.vms() == {}
-    assert "+++ after: VM 201" in run.stdout
-    assert "+    cores: 4" in run.stdout
-    assert "+    ipconfig0: ip=192.168.1.201/24,gw=192.168.1.1" in run.stdout
-    assert_clean(run)
-
-
-def test_size_change_grows_the_disk_and_a_smaller_size_is_ignored(lab: Lab) -> None:
-    assert lab.provision(lab.inventory()).rc == 0
+    # A size change in the inventory: check mode shows it, a run applies it, a smaller disk is never shrunk.
     no_dns = {"gorkheavy_network_nameservers": []}  # an emptied setting is deleted, not sent empty
     bigger = lab.inventory(
         host_vars={"k3s-server": {"gorkheavy_vm_disk_gb": 40, "gorkheavy_vm_cores": 6}}, group_vars=no_dns
@@ -116,6 +102,18 @@ def test_size_change_grows_the_disk_and_a_smaller_size_is_ignored(lab: Lab) -> N
     assert "never shrunk" in shrink.output
     assert "size=40G" in lab.config("pve1", 201)["scsi0"]
     assert harness.mutating_requests(lab.standin, since) == []
+
+
+def test_check_mode_creates_nothing_and_shows_what_would_change(lab: Lab) -> None:
+    run = lab.provision(lab.inventory(), "--check", "--diff")
+    assert run.rc == 0, run.output
+    assert run.changed > 0
+    assert harness.mutating_requests(lab.standin) == []
+    assert lab.vms() == {}
+    assert "+++ after: VM 201" in run.stdout
+    assert "+    cores: 4" in run.stdout
+    assert "+    ipconfig0: ip=192.168.1.201/24,gw=192.168.1.1" in run.stdout
+    assert_clean(run)
 
 
 def test_foreign_vmid_is_refused_by_its_id_before_any_change(lab: Lab) -> None:
