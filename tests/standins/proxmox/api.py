@@ -1850,7 +1850,7 @@ def node_network(api: ProxmoxApi, req: Request) -> Any:
                     "method": "static",
                     "cidr": f"192.168.77.{10 + index}/24",
                     "address": f"192.168.77.{10 + index}",
-                    "netmask": "24",
+                    "netmask": "255.255.255.0",
                     "gateway": "192.168.77.1",
                 }
             )

@@ -21,6 +21,8 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tests.standins.proxmox.state import ALL_PRIVILEGES
+
 # ---------------------------------------------------------------------------------------------------------
 # helpers
 
@@ -365,6 +367,29 @@ def _task_status(value: str) -> None:
         raise FormatError(f"invalid status '{value}'")
 
 
+_IPV4_MASKS = {str(ipaddress.IPv4Network(f"0.0.0.0/{bits}").netmask) for bits in range(33)}
+
+
+def _ipv4mask(value: str) -> None:
+    if value not in _IPV4_MASKS:
+        raise FormatError("value does not look like a valid IP netmask")
+
+
+def _hotplug(value: str) -> None:
+    if value in ("0", "1"):
+        return
+    for feature in split_list(value):
+        if feature not in ("network", "disk", "cpu", "memory", "usb", "cloudinit"):
+            raise FormatError("unable to parse hotplug option")
+
+
+def _privilege(value: str) -> None:
+    if value not in ALL_PRIVILEGES and not re.match(
+        r"^(Permissions|Realm|Group|User|Mapping|SDN|Pool)\.", value
+    ):
+        raise FormatError(f"invalid privilege '{value}'")
+
+
 NAMED_FORMATS: dict[str, Callable[[str], None]] = {
     "pve-vmid": _vmid,
     "pve-node": _node,
@@ -399,6 +424,9 @@ NAMED_FORMATS: dict[str, Callable[[str], None]] = {
     "pve-iface": _iface,
     "storage-pair": _storage_pair,
     "pve-task-status-type": _task_status,
+    "ipv4mask": _ipv4mask,
+    "pve-hotplug-features": _hotplug,
+    "pve-priv": _privilege,
     "string": lambda v: None,
 }
 
@@ -441,7 +469,36 @@ _CPU_FORMAT: dict[str, Any] = {
     "reported-model": {"type": "string", "optional": 1},
 }
 
+_UUID = r"[a-fA-F0-9]{8}(?:-[a-fA-F0-9]{4}){3}-[a-fA-F0-9]{12}"
+_BASE64 = r"[A-Za-z0-9+/]+={0,2}"
+_SMBIOS1_FORMAT: dict[str, Any] = {
+    "uuid": {"type": "string", "pattern": _UUID, "optional": 1, "maxLength": 36},
+    "version": {"type": "string", "pattern": _BASE64, "optional": 1, "maxLength": 512},
+    "serial": {"type": "string", "pattern": _BASE64, "optional": 1, "maxLength": 512},
+    "manufacturer": {"type": "string", "pattern": _BASE64, "optional": 1, "maxLength": 512},
+    "product": {"type": "string", "pattern": _BASE64, "optional": 1, "maxLength": 512},
+    "sku": {"type": "string", "pattern": _BASE64, "optional": 1, "maxLength": 512},
+    "family": {"type": "string", "pattern": _BASE64, "optional": 1, "maxLength": 512},
+    "base64": {"type": "boolean", "optional": 1},
+}
+_WATCHDOG_FORMAT: dict[str, Any] = {
+    "model": {"type": "string", "enum": ["i6300esb", "ib700"], "optional": 1, "default_key": 1},
+    "action": {
+        "type": "string",
+        "enum": ["reset", "shutdown", "poweroff", "pause", "debug", "none"],
+        "optional": 1,
+    },
+}
+_RNG_FORMAT: dict[str, Any] = {
+    "source": {"type": "string", "enum": ["/dev/urandom", "/dev/random", "/dev/hwrng"], "default_key": 1},
+    "max_bytes": {"type": "integer", "optional": 1},
+    "period": {"type": "integer", "optional": 1},
+}
+
 NAMED_PROPERTY_FORMATS: dict[str, dict[str, Any]] = {
+    "pve-qm-smbios1": _SMBIOS1_FORMAT,
+    "pve-qm-watchdog": _WATCHDOG_FORMAT,
+    "pve-qm-rng": _RNG_FORMAT,
     "pve-qm-ipconfig": _IPCONFIG_FORMAT,
     "pve-qm-cicustom": _CICUSTOM_FORMAT,
     "pve-qm-boot": _BOOT_FORMAT,
