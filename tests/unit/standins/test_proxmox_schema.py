@@ -160,6 +160,13 @@ def test_named_formats_and_lists() -> None:
     }
     assert errors_for({"cpu": "host,flags=+aes"}) == {}
     assert errors_for({"cicustom": "user=local:snippets/user.yaml"}) == {}
+    assert errors_for({"smbios1": "uuid=da4b9237-bacc-4df1-8c07-60cab7aec4a8"}) == {}
+    assert errors_for({"smbios1": "uuid=nope"}) == {
+        "smbios1": "invalid format - format error\nsmbios1.uuid: value does not match the regex pattern\n"
+    }
+    assert errors_for({"hotplug": "network,disk,usb"}) == {}
+    assert errors_for({"hotplug": "gpu"}) == {"hotplug": "invalid format - unable to parse hotplug option\n"}
+    assert errors_for({"watchdog": "i6300esb,action=reset"}) == {}
     assert errors_for({"memory": "8192"}) == {}
     assert errors_for({"memory": "8"}) == {
         "memory": "invalid format - format error\nmemory.current: value must have a minimum value of 16\n"
