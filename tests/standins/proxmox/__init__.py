@@ -57,6 +57,21 @@ VM power goes through a ``VmBackend`` (``start``/``stop``/``status``/``addresses
 ``SimulatedBackend`` makes the guest agent answer ``agent_delay`` seconds after start with ``lo``, one
 interface per ``netN`` carrying the ``ipconfigN`` address, and one interface without an address. A lab
 can pass ``backend=`` to back VMs with real test hosts.
+
+Modelled endpoints (everything else in the schema answers 501): ``/version``, ``/nodes``,
+``/nodes/{node}/status|version|network``, ``/cluster/resources|nextid|status|tasks``, ``/storage``,
+``/storage/{storage}``, ``/pools``, ``/access/ticket``, ``/access/permissions``, node storage index, status,
+content (list, volume GET/DELETE) and ``download-url``; qemu list/create, ``config`` (GET, POST async,
+PUT sync), ``pending``, ``cloudinit`` (GET/PUT, ``dump``), ``template``, ``clone``, ``resize``,
+``migrate`` (offline), ``status/current|start|stop|shutdown|reboot``, DELETE, ``agent/ping`` and
+``agent/network-get-interfaces``; task list, status and log.
+
+Not modelled: real downloads (the bytes come from ``add_remote_file`` or a placeholder), snapshots,
+backups and restores, HA, pools (none exist), SDN, firewall, LXC, live migration, replication, CPU and
+memory hotplug (such changes stay pending on a running VM), storage space running out, roles (privileges
+are given per ACL path directly, propagating), two-factor login, configdrive2 cloud-init data. The config
+``digest`` is a SHA1 over the stand-in's own rendering of the config, and SSH keys are checked by
+structure rather than by ``ssh-keygen``.
 """
 
 from tests.standins.proxmox.api import Faults
