@@ -182,11 +182,22 @@ def test_no_plain_text_secret_in_the_example_inventory() -> None:
 
 @pytest.mark.slow
 def test_collection_builds_installs_and_its_roles_resolve(tmp_path: Path) -> None:
+    # A neutral configuration: the repository's ansible.cfg puts this checkout on the collections path,
+    # which would make the install below a no-op.
+    env = {
+        "ANSIBLE_CONFIG": str(tmp_path / "none.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "installed"),
+        "ANSIBLE_ROLES_PATH": str(tmp_path / "none"),
+        "HOME": str(tmp_path),
+        "PATH": f"{BIN}:/usr/bin:/bin",
+    }
     build = subprocess.run(
         [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path), str(ROOT)],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
+        cwd=tmp_path,
     )
     tarballs = list(tmp_path.glob("gorkheavy-lite-*.tar.gz"))
     assert len(tarballs) == 1, build.stdout
@@ -200,6 +211,8 @@ def test_collection_builds_installs_and_its_roles_resolve(tmp_path: Path) -> Non
         capture_output=True,
         text=True,
         check=True,
+        env=env,
+        cwd=tmp_path,
     )
     installed = install_dir / "ansible_collections" / "gorkheavy" / "lite"
     roles = [p.name for p in _roles()]
@@ -221,12 +234,6 @@ def test_collection_builds_installs_and_its_roles_resolve(tmp_path: Path) -> Non
         ),
         encoding="utf-8",
     )
-    env = {
-        "ANSIBLE_COLLECTIONS_PATH": str(install_dir),
-        "ANSIBLE_ROLES_PATH": str(tmp_path / "none"),
-        "HOME": str(tmp_path),
-        "PATH": f"{BIN}:/usr/bin:/bin",
-    }
     check = subprocess.run(
         [str(BIN / "ansible-playbook"), "--syntax-check", str(play)],
         capture_output=True,
