@@ -348,7 +348,8 @@ class ProxmoxStandin:
         Handler.standin = standin
         httpd = ThreadingHTTPServer((host, port), Handler)
         httpd.daemon_threads = True
-        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        # the handshake happens in the request thread, so a silent client cannot stall the accept loop
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         return httpd, ca_path, tmpdir
 
 
@@ -385,6 +386,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     standin: ProxmoxStandin
     protocol_version = "HTTP/1.1"
     server_version = "pve-api-daemon/3.0"
+    timeout = 60  # idle connections are dropped
     sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet

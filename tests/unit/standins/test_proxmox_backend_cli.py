@@ -312,3 +312,14 @@ def test_a_defect_of_the_standin_is_a_500_and_recorded(monkeypatch: pytest.Monke
     assert body == {"data": None, "message": "stand-in bug: KeyError: 'nope'\n"}
     assert len(standin.internal_errors) == 1
     assert "KeyError" in standin.internal_errors[0]
+
+
+def test_a_silent_client_does_not_block_others() -> None:
+    with running_standin(nodes=["pve"]) as (_standin, server):
+        silent = socket.create_connection((server.host, server.port))  # connects, never speaks TLS
+        try:
+            started = time.monotonic()
+            assert client(server).version.get()["release"] == "9.1"
+            assert time.monotonic() - started < 5
+        finally:
+            silent.close()
