@@ -100,6 +100,20 @@ class Faults:
     fail_task: dict[str, list[str]] = field(default_factory=dict)  # task type -> messages
     lock_timeouts: dict[int, int] = field(default_factory=dict)  # vmid -> how many lock attempts fail
     agent_errors: dict[int, list[str]] = field(default_factory=dict)  # vmid -> messages
+    requests: list[tuple[str, str, ApiError]] = field(default_factory=list)  # (method, schema path, error)
+
+    def fail_next_request(
+        self, method: str, path: str, status: int, message: str, errors: dict[str, str] | None = None
+    ) -> None:
+        """The next ``method`` on schema path ``path`` (e.g. ``/nodes/{node}/qemu/{vmid}/config``) fails."""
+        self.requests.append((method, path, ApiError(status, message, errors)))
+
+    def take_request_failure(self, method: str, path: str) -> ApiError | None:
+        for index, (want_method, want_path, error) in enumerate(self.requests):
+            if (want_method, want_path) == (method, path):
+                del self.requests[index]
+                return error
+        return None
 
     def fail_next_task(self, task_type: str, message: str) -> None:
         self.fail_task.setdefault(task_type, []).append(message)

@@ -231,6 +231,9 @@ class ProxmoxStandin:
         authid = self.auth.authenticate(method, schema_path or path, headers)
         if schema_path is None or endpoint is None:
             raise ApiError(501, f"Method '{method} {path}' not implemented")
+        injected = self.faults.take_request_failure(method, schema_path)
+        if injected is not None:
+            raise injected
         for name, value in path_params.items():
             if name in params and params[name] != value:
                 raise ApiError(

@@ -637,3 +637,13 @@ def test_offline_migration(lab: tuple[ProxmoxStandin, Server, Any]) -> None:
     wait_task(api, "pve2", api.nodes("pve2").qemu(101).status.start.post())
     with pytest.raises(ResourceException, match="can't migrate running VM without --online"):
         api.nodes("pve2").qemu(101).migrate.post(target="pve1")
+
+
+def test_injected_request_failures(lab: tuple[ProxmoxStandin, Server, Any]) -> None:
+    standin, _server, api = lab
+    make_vm(api, 100)
+    standin.faults.fail_next_request("GET", "/nodes/{node}/qemu/{vmid}/config", 595, "Connection timed out")
+    with pytest.raises(ResourceException) as transient:
+        api.nodes("pve1").qemu(100).config.get()
+    assert (transient.value.status_code, transient.value.content) == (595, "Connection timed out")
+    assert api.nodes("pve1").qemu(100).config.get()["scsi0"].startswith("local-lvm:")
