@@ -25,6 +25,7 @@ Python API::
     standin.faults.fail_next_task("qmclone", "clone failed: out of space")
     standin.faults.lock_timeout_once(9000)                         # next lock of VM 9000 times out
     standin.faults.agent_errors[101] = ["QEMU guest agent is not running"]
+    standin.faults.fail_next_request("GET", "/nodes/{node}/qemu/{vmid}/config", 595, "Connection timed out")
     standin.backend.agent_delay = 0.5                              # SimulatedBackend (the default)
     standin.backend.start_failures[101] = "start failed: ..."      # next start of 101 fails
     standin.bridges = ["vmbr0"]                                    # bridges a start may use

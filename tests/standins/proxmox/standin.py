@@ -375,6 +375,13 @@ class _Ticker(threading.Thread):
         self.join(timeout=2)
 
 
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 def _error_body(exc: ApiError) -> dict[str, Any] | None:
     if exc.bare:
         return None
@@ -457,7 +464,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, reason: str, body: dict[str, Any] | None, extra: Mapping[str, str]) -> None:
         payload = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
-        reason_line = reason.split("\n", maxsplit=1)[0] or HTTPStatus(status).phrase
+        reason_line = reason.split("\n", maxsplit=1)[0] or _phrase(status)
         self.send_response_only(status, reason_line)
         self.send_header("Server", self.server_version)
         self.send_header("Date", self.date_time_string())
