@@ -29,6 +29,7 @@ Python API::
     standin.backend.agent_delay = 0.5                              # SimulatedBackend (the default)
     standin.backend.start_failures[101] = "start failed: ..."      # next start of 101 fails
     standin.bridges = ["vmbr0"]                                    # bridges a start may use
+    standin.set_node_online("pve2", False)                         # listed offline, requests get 595
     with standin.serve_https(host="127.0.0.1", port=0) as server:  # thread; trustme certificate
         server.url, server.host, server.port, server.ca_path       # CA PEM for verify_ssl
     standin.requests            # [LoggedRequest(method, path, params, status)]

@@ -154,6 +154,13 @@ class ProxmoxStandin:
         with self.cluster.lock:
             self.auth.add_token(tokenid, secret, privsep, privileges)
 
+    def set_node_online(self, node: str, online: bool) -> None:
+        """An offline node is listed as such; requests for it answer 595 like a failed proxy hop."""
+        with self.cluster.lock:
+            if node not in self.cluster.nodes:
+                raise KeyError(node)
+            self.cluster.node_online[node] = online
+
     def add_storage(self, storage: StorageDef) -> None:
         with self.cluster.lock:
             self.cluster.storages[storage.storage] = storage

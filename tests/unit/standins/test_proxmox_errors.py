@@ -647,3 +647,14 @@ def test_injected_request_failures(lab: tuple[ProxmoxStandin, Server, Any]) -> N
         api.nodes("pve1").qemu(100).config.get()
     assert (transient.value.status_code, transient.value.content) == (595, "Connection timed out")
     assert api.nodes("pve1").qemu(100).config.get()["scsi0"].startswith("local-lvm:")
+
+
+def test_an_offline_node(lab: tuple[ProxmoxStandin, Server, Any]) -> None:
+    standin, _server, api = lab
+    standin.set_node_online("pve2", False)
+    assert {n["node"]: n["status"] for n in api.nodes.get()} == {"pve1": "online", "pve2": "offline"}
+    with pytest.raises(ResourceException) as refused:
+        api.nodes("pve2").qemu.get()
+    assert refused.value.status_code == 595
+    standin.set_node_online("pve2", True)
+    assert api.nodes("pve2").qemu.get() == []
