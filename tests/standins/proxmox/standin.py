@@ -325,6 +325,7 @@ class ProxmoxStandin:
 
     def serve_forever(self, host: str, port: int, ca_out: str | Path | None = None) -> None:
         httpd, ca_path, _tmp = self._make_server(host, port, ca_out)
+        self.save()  # the state file exists from the start
         print(f"Proxmox VE stand-in on https://{host}:{httpd.server_address[1]} (CA: {ca_path})", flush=True)
         ticker = _Ticker(self)
         ticker.start()
