@@ -41,7 +41,7 @@ CLIENT_OPTIONS = [
     "-o", "LogLevel=ERROR",
     "-o", "ControlMaster=no",
     "-o", "ControlPath=none",
-    "-o", "ConnectTimeout=15",
+    "-o", "ConnectTimeout=30",
 ]  # fmt: skip
 
 
@@ -63,7 +63,7 @@ def _ssh_with_key(
         "-o", "PreferredAuthentications=publickey",
         "-i", str(key), "-l", user, address, command,
     ]  # fmt: skip
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 
 
 def _ssh_with_password(address: str, user: str, password: str) -> subprocess.CompletedProcess[str]:
@@ -74,7 +74,7 @@ def _ssh_with_password(address: str, user: str, password: str) -> subprocess.Com
         "-l", user, address, "true",
     ]  # fmt: skip
     env = {**os.environ, "SSHPASS": password}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=env)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def _password_login(address: str, password: str) -> subprocess.CompletedProcess[
     argv += ["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"]
     argv += [f"{ADMIN}@{address}", "id -un"]
     env = {**os.environ, "SSHPASS": password}
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60, env=env)
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120, env=env)
 
 
 def _sshd_state(host: SystemdHost) -> str:
@@ -179,7 +179,7 @@ def test_with_the_matching_key_the_same_play_hardens_sshd(fresh_vm):
         capture_output=True,
         text=True,
         check=False,
-        timeout=60,
+        timeout=120,
     )  # fmt: skip
     assert key_login.returncode == 0, key_login.stderr
     assert key_login.stdout.strip() == "0"
