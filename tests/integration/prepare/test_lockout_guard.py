@@ -231,6 +231,8 @@ def test_admin_user_is_created_and_the_guard_passes_in_the_same_run(root_only_vm
     modes = host.sh(f"stat -c '%a %U' /home/{ADMIN}/.ssh /home/{ADMIN}/.ssh/authorized_keys").stdout.split()
     assert modes == ["700", ADMIN, "600", ADMIN]
     assert "permitrootlogin without-password" in host.sh("sshd -T").stdout.splitlines()
+    refused = _password_login(host.address, "no-password-works-here")
+    assert "Permission denied (publickey)" in refused.stderr, refused.stderr
     # Root keeps key log-in (prohibit-password), so the next run connects the same way and changes nothing.
     second = _run_prepare(root_only_vm["inventory"], "--tags", "admin_user,ssh_hardening")
     assert second.returncode == 0, second.stdout[-3000:]
