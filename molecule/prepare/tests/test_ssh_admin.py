@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import subprocess
 from pathlib import Path
 
@@ -129,6 +130,8 @@ def test_sshd_uses_the_hardened_settings(host):
     assert settings["kbdinteractiveauthentication"] == ["no"]
     assert settings["pubkeyauthentication"] == ["yes"]
     assert settings["permitemptypasswords"] == ["no"]
+    assert settings["hostbasedauthentication"] == ["no"]
+    assert settings["ignorerhosts"] == ["yes"]
     assert settings["authenticationmethods"] == ["publickey"]
     assert settings["permitrootlogin"] == (["without-password"] if _is_agent(host) else ["no"])
     assert settings["maxauthtries"] == ["3"]
@@ -165,8 +168,13 @@ def test_hardening_dropin_is_read_first_and_beats_cloud_init(host):
     assert host.run("sudo -n /usr/sbin/sshd -t").rc == 0
 
 
-def test_sshd_is_running(host):
+def test_sshd_is_running_and_does_not_announce_the_distribution(host):
     assert host.service("ssh").is_running
+    with socket.create_connection((_address(host), 22), timeout=30) as conn:
+        banner = conn.recv(256).decode("ascii", "replace").strip()
+    assert banner.startswith("SSH-2.0-OpenSSH_"), banner
+    assert "Debian" not in banner
+    assert "Ubuntu" not in banner
 
 
 def test_admin_has_passwordless_sudo(host):
