@@ -21,39 +21,9 @@ description:
     ours is left alone; when its description names another image a warning says how to rebuild it.
   - With O(state=absent) removes the template (only when it carries the ownership tag). The image file stays.
   - Supports check mode and diff mode.
+extends_documentation_fragment:
+  - gorkheavy.lite.proxmox_api
 options:
-  api_host:
-    description: Host name or address of a Proxmox VE node serving the API.
-    type: str
-    required: true
-  api_port:
-    description: TCP port of the API.
-    type: int
-    default: 8006
-  api_user:
-    description: User the token belongs to (or logs in with a password), as C(user@realm).
-    type: str
-    required: true
-  api_token_id:
-    description: Name of the API token (the part after C(!)).
-    type: str
-  api_token_secret:
-    description: Secret of the API token. Never logged.
-    type: str
-  api_password:
-    description: Password of O(api_user), when no token is used. Never logged.
-    type: str
-  validate_certs:
-    description: Verify the API's TLS certificate. Turning it off gives a warning.
-    type: bool
-    default: true
-  ca_path:
-    description: CA bundle (PEM) to verify the API certificate with.
-    type: path
-  api_timeout:
-    description: Seconds to wait for one HTTP answer.
-    type: int
-    default: 30
   node:
     description: Node the template is created on.
     type: str

@@ -24,39 +24,9 @@ description:
     and is of the expected kind); VMIDs are not used twice.
   - The token holds the privileges in O(privileges) (from C(/access/permissions)).
   - Never changes anything, so it always reports C(changed=false); runs in check mode too.
+extends_documentation_fragment:
+  - gorkheavy.lite.proxmox_api
 options:
-  api_host:
-    description: Host name or address of a Proxmox VE node serving the API.
-    type: str
-    required: true
-  api_port:
-    description: TCP port of the API.
-    type: int
-    default: 8006
-  api_user:
-    description: User the token belongs to (or logs in with a password), as C(user@realm).
-    type: str
-    required: true
-  api_token_id:
-    description: Name of the API token (the part after C(!)).
-    type: str
-  api_token_secret:
-    description: Secret of the API token. Never logged.
-    type: str
-  api_password:
-    description: Password of O(api_user), when no token is used. Never logged.
-    type: str
-  validate_certs:
-    description: Verify the API's TLS certificate. Turning it off gives a warning.
-    type: bool
-    default: true
-  ca_path:
-    description: CA bundle (PEM) to verify the API certificate with.
-    type: path
-  api_timeout:
-    description: Seconds to wait for one HTTP answer.
-    type: int
-    default: 30
   min_version:
     description: Oldest Proxmox VE release accepted.
     type: str

@@ -16,6 +16,20 @@ def load(name: str) -> ModuleType:
     return importlib.import_module(f"ansible_collections.gorkheavy.lite.plugins.modules.{name}")
 
 
+def documented_options(documentation: dict[str, Any]) -> dict[str, Any]:
+    """The module's own options merged with those of its documentation fragments, as ansible-doc does."""
+    options: dict[str, Any] = {}
+    for fragment in documentation.get("extends_documentation_fragment", []):
+        collection, _, fragment_name = fragment.rpartition(".")
+        assert collection == "gorkheavy.lite", f"unexpected fragment {fragment}"
+        holder = importlib.import_module(
+            f"ansible_collections.gorkheavy.lite.plugins.doc_fragments.{fragment_name}"
+        ).ModuleDocFragment
+        options.update(yaml.safe_load(holder.DOCUMENTATION)["options"])
+    options.update(documentation["options"])
+    return options
+
+
 def compare(documented: dict[str, Any], spec: dict[str, Any], where: str) -> list[str]:
     problems = []
     if set(documented) != set(spec):
@@ -47,7 +61,7 @@ def test_documentation_matches_the_argument_spec(name: str) -> None:
     module = load(name)
     documentation = yaml.safe_load(module.DOCUMENTATION)
     assert documentation["module"] == name
-    assert compare(documentation["options"], module.build_argument_spec(), name) == []
+    assert compare(documented_options(documentation), module.build_argument_spec(), name) == []
     assert yaml.safe_load(module.EXAMPLES)
     assert yaml.safe_load(module.RETURN)
 
