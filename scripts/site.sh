@@ -19,7 +19,14 @@ for stage in provision prepare cluster ensemble; do
     missing+=("$stage")
   fi
 done
-ansible-playbook -i "$inventory" site.yml "$@"
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "site: done with the stages present; still missing: ${missing[*]}." >&2
+if [ "$inventory" = "inventory/example" ]; then
+  echo "site: running against the example inventory; its hosts, addresses and keys are placeholders." >&2
+  echo "      Copy it (cp -r inventory/example inventory/mylab), edit it, and run: make site INVENTORY=inventory/mylab" >&2
 fi
+report_missing() {
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "site: stages not yet part of this collection, so not run: ${missing[*]}." >&2
+  fi
+}
+trap report_missing EXIT
+ansible-playbook -i "$inventory" site.yml "$@"
