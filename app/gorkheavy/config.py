@@ -6,6 +6,7 @@ roster and in-cluster service names). Every validation error names the field and
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -25,6 +26,9 @@ OLLAMA_PORT = 11434
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$")
 _URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+# Go's time.ParseDuration, which Ollama applies to a keep_alive string: a sign, then number+unit pairs
+_GO_DURATION = re.compile(r"[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+")
+_SECONDS = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
 
 
 class ConfigError(Exception):
@@ -140,7 +144,7 @@ class FileConfig(_Strict):
     judge_votes: Annotated[int, Field(ge=1, le=9)] = 1
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     retry_backoff: Annotated[float, Field(ge=0, le=60)] = 0.2
-    keep_alive: str = "30m"
+    keep_alive: str | int | float = "30m"
     models: list[ModelEntry] | None = None
     promptimizer: ModelEntry | None = None
     experts: list[ModelEntry] | None = None
@@ -150,12 +154,25 @@ class FileConfig(_Strict):
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
 
-    @field_validator("keep_alive")
+    @field_validator("keep_alive", mode="before")
     @classmethod
-    def _keep_alive(cls, value: str) -> str:
-        if not re.fullmatch(r"-?\d+(\.\d+)?(ms|s|m|h)?", value):
-            raise ValueError("use an Ollama duration such as '30m', '1h', '300s' or '-1' (forever)")
-        return value
+    def _keep_alive(cls, value: Any) -> str | int | float:
+        """A number of seconds (sent as a JSON number; negative: for ever) or a Go duration string."""
+        hint = "use an Ollama duration such as '30m', '1h30m', '300s', or a number of seconds (-1: for ever)"
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError(hint)
+        if isinstance(value, str):
+            text = value.strip()
+            if _SECONDS.fullmatch(text):
+                number = float(text)
+                return int(number) if number.is_integer() else number
+            if not _GO_DURATION.fullmatch(text):
+                raise ValueError(hint)
+            return text
+        if not math.isfinite(value):
+            raise ValueError(hint)
+        seconds: int | float = value
+        return seconds
 
     @model_validator(mode="before")
     @classmethod

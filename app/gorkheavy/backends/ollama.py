@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from gorkheavy import __version__
-from gorkheavy.core.roster import ModelSpec
+from gorkheavy.core.roster import KeepAlive, ModelSpec
 from gorkheavy.core.types import ChatMessage, ErrorCause, ModelCallError, ModelReply
 
 _CONNECTION_ERRORS = (
@@ -71,7 +71,7 @@ class OllamaClient:
         spec: ModelSpec,
         messages: Sequence[ChatMessage],
         *,
-        keep_alive: str,
+        keep_alive: KeepAlive,
         fmt: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -93,7 +93,7 @@ class OllamaClient:
         spec: ModelSpec,
         messages: Sequence[ChatMessage],
         *,
-        keep_alive: str,
+        keep_alive: KeepAlive,
         fmt: dict[str, Any] | None = None,
     ) -> ModelReply:
         body = self.request_body(spec, messages, keep_alive=keep_alive, fmt=fmt)

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 
 from gorkheavy.core import judge as judging
 from gorkheavy.core import prompts
-from gorkheavy.core.roster import ModelSpec, PipelineSettings
+from gorkheavy.core.roster import KeepAlive, ModelSpec, PipelineSettings
 from gorkheavy.core.types import (
     AllExpertsFailedError,
     Candidate,
@@ -51,7 +51,7 @@ class ModelCaller(Protocol):
         spec: ModelSpec,
         messages: Sequence[ChatMessage],
         *,
-        keep_alive: str,
+        keep_alive: KeepAlive,
         fmt: dict[str, Any] | None = None,
     ) -> ModelReply: ...
 

@@ -8,6 +8,9 @@ from typing import Any
 
 from gorkheavy.core.types import Strategy
 
+# What Ollama accepts as keep_alive: seconds as a number (negative: for ever) or a Go duration string
+KeepAlive = str | int | float
+
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
@@ -54,5 +57,5 @@ class PipelineSettings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     retries: int = 2
     retry_backoff: float = 0.2
-    keep_alive: str = "30m"
+    keep_alive: KeepAlive = "30m"
     judge_votes: int = 1

@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import pytest
+from gorkheavy.backends.memory import ProcessStore
+from gorkheavy.backends.ollama import OllamaClient, make_session
 from gorkheavy.config import build
 from gorkheavy.core.pipeline import Pipeline
 from gorkheavy.core.types import AllExpertsFailedError, ErrorCause, StageEvent, Strategy, VerdictSource
@@ -363,3 +365,23 @@ async def test_a_position_biased_judge_gets_no_majority_and_the_fallback_decides
     assert result.fallback
     assert "no majority in 3 verdicts" in result.judge_error
     assert result.winner == "qwen-small"
+
+
+@pytest.mark.parametrize(
+    ("keep_alive", "sent"),
+    [(-1, -1), ("-1", -1), (300, 300), ("300", 300), ("1h30m", "1h30m"), ("-1m", "-1m")],
+)
+async def test_keep_alive_reaches_ollama_in_a_form_it_accepts(
+    backend: Backend, keep_alive: object, sent: object
+) -> None:
+    config = build(roster(backend.url, keep_alive=keep_alive))
+    session = make_session(connect_timeout=2)
+    try:
+        result = await Pipeline(config.pipeline, OllamaClient(session), ProcessStore()).run("s", "hello")
+    finally:
+        await session.close()
+    assert all(c.ok for c in result.candidates), [c.error for c in result.candidates]
+    for name in MODELS:
+        body = backend.chats(name)[0].body
+        assert body["keep_alive"] == sent
+        assert type(body["keep_alive"]) is type(sent)

@@ -101,6 +101,9 @@ def test_adding_an_expert_is_a_config_change() -> None:
         ),
         ({"memory": {"store": "postgresql", "dsn": "mysql://x"}}, "dsn must start with postgresql://"),
         ({"keep_alive": "forever"}, "keep_alive: use an Ollama duration"),
+        ({"keep_alive": "30" + "x"}, "keep_alive: use an Ollama duration"),
+        ({"keep_alive": "1h30"}, "keep_alive: use an Ollama duration"),
+        ({"keep_alive": True}, "keep_alive: use an Ollama duration"),
         ({"models": [], "judge": {"name": "j", "model": "g"}}, "give the roster once"),
     ],
 )

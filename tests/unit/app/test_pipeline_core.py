@@ -12,7 +12,7 @@ import pytest
 from gorkheavy.backends.memory import ProcessStore
 from gorkheavy.config import build
 from gorkheavy.core.pipeline import Pipeline
-from gorkheavy.core.roster import ModelSpec
+from gorkheavy.core.roster import KeepAlive, ModelSpec
 from gorkheavy.core.types import (
     AllExpertsFailedError,
     ChatMessage,
@@ -35,7 +35,7 @@ class Scripted:
         spec: ModelSpec,
         messages: Sequence[ChatMessage],
         *,
-        keep_alive: str,
+        keep_alive: KeepAlive,
         fmt: dict[str, Any] | None = None,
     ) -> ModelReply:
         self.calls.append(spec.name)
