@@ -26,6 +26,7 @@ _CONNECTION_ERRORS = (
     aiohttp.ClientConnectionError,  # refused, reset, server disconnected, connect timeout
     aiohttp.ClientPayloadError,  # body cut short
 )
+_URL_ERRORS = (aiohttp.InvalidURL, ValueError)  # base_url aiohttp cannot use (yarl raises ValueError)
 
 
 def pull_hint(spec: ModelSpec) -> str:
@@ -107,6 +108,14 @@ class OllamaClient:
             raise ModelCallError(
                 ErrorCause.CONNECTION, f"{spec.label}: connection failed ({_describe(exc)})"
             ) from None
+        except aiohttp.ClientError as exc:  # e.g. not HTTP at all ("Bad status line")
+            if isinstance(exc, aiohttp.InvalidURL):
+                raise _bad_url(url, exc) from None
+            raise ModelCallError(
+                ErrorCause.MALFORMED, f"{spec.label}: not an HTTP answer ({_describe(exc)})"
+            ) from None
+        except _URL_ERRORS as exc:
+            raise _bad_url(url, exc) from None
 
     async def _status_error(self, spec: ModelSpec, response: aiohttp.ClientResponse) -> ModelCallError:
         raw = await response.content.read(64 * 1024)
@@ -189,6 +198,12 @@ class OllamaClient:
                 data = await response.json(content_type=None)
         except _CONNECTION_ERRORS as exc:
             raise ModelCallError(ErrorCause.CONNECTION, f"{url}: {_describe(exc)}") from None
+        except aiohttp.InvalidURL as exc:
+            raise _bad_url(url, exc) from None
+        except aiohttp.ClientError as exc:  # e.g. not HTTP at all ("Bad status line")
+            raise ModelCallError(
+                ErrorCause.MALFORMED, f"{url}: not an HTTP answer ({_describe(exc)})"
+            ) from None
         except TimeoutError:
             raise ModelCallError(ErrorCause.TIMEOUT, f"{url}: no answer within {limit_s:g} s") from None
         except ValueError as exc:
@@ -200,6 +215,10 @@ class OllamaClient:
             str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict) and m.get("name")
         )
         return TagsResult(names)
+
+
+def _bad_url(url: str, exc: BaseException) -> ModelCallError:
+    return ModelCallError(ErrorCause.CONNECTION, f"{url}: not a usable URL ({_describe(exc)})")
 
 
 def _int(value: object) -> int:

@@ -16,6 +16,7 @@ The pipeline talks to models and memory through the two protocols below, so it h
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import Counter
@@ -41,6 +42,19 @@ from gorkheavy.core.types import (
 )
 
 EventSink = Callable[[StageEvent], None]
+
+log = logging.getLogger(__name__)
+
+
+def _as_call_error(spec: ModelSpec, exc: Exception) -> ModelCallError:
+    """A model call's failure as a ModelCallError; anything else is a bug or an unforeseen reply, logged."""
+    if isinstance(exc, ModelCallError):
+        return exc
+    log.error("%s: unexpected %s", spec.label, type(exc).__name__, exc_info=exc)
+    text = str(exc) or "no message"
+    return ModelCallError(
+        ErrorCause.MALFORMED, f"{spec.label}: unexpected error ({type(exc).__name__}: {text[:160]})"
+    )
 
 
 class ModelCaller(Protocol):
@@ -135,7 +149,8 @@ class Pipeline:
             rewritten = prompts.clean_rewrite(reply.text)
             if not rewritten:
                 raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty rewrite")
-        except ModelCallError as exc:
+        except Exception as raised:  # one model's failure must not end the request
+            exc = _as_call_error(spec, raised)
             seconds = self._clock() - start
             self._emit(
                 sink,
@@ -166,7 +181,8 @@ class Pipeline:
             text = prompts.strip_thinking(reply.text)
             if not text:
                 raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty answer")
-        except ModelCallError as exc:
+        except Exception as raised:  # one model's failure must not end the request
+            exc = _as_call_error(spec, raised)
             seconds = self._clock() - start
             self._emit(
                 sink, StageEvent("expert", spec.name, StageStatus.ERROR, seconds, exc.cause, exc.message)
@@ -301,8 +317,8 @@ class Pipeline:
                 raise ModelCallError(
                     ErrorCause.MALFORMED, f"{spec.label} gave no usable verdict: {reply.text[:200]!r}"
                 )
-        except ModelCallError as exc:
-            return None, None, exc
+        except Exception as raised:  # one vote's failure must not end the request
+            return None, None, _as_call_error(spec, raised)
         return verdict, next(c for label, c in labelled if label == verdict.label), None
 
     async def _decide(
@@ -345,8 +361,8 @@ class Pipeline:
                 text = prompts.strip_thinking(reply.text)
                 if not text:
                     raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty synthesis")
-            except ModelCallError as exc:
-                failure = exc
+            except Exception as raised:  # the fallback answers instead
+                failure = _as_call_error(spec, raised)
             else:
                 timings["judge"] = self._clock() - start
                 self._emit(sink, StageEvent("judge", spec.name, StageStatus.OK, timings["judge"]))

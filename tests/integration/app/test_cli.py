@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socketserver
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -311,3 +313,31 @@ def test_doctor_reports_an_unusable_memory_store(tmp_path: Path, standin: tuple[
     assert done.returncode == 1
     assert "FAIL memory: cannot open the SQLite memory" in done.stdout
     assert "set memory.path to a writable file" in done.stdout
+
+
+def test_doctor_reports_a_backend_that_does_not_speak_http(
+    tmp_path: Path, standin: tuple[OllamaStandin, str]
+) -> None:
+    _, url = standin
+
+    class Garbage(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.sendall(b"SSH-2.0-x\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Garbage) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        data = roster(url, memory={"store": "none"})
+        data["models"][2]["base_url"] = f"http://127.0.0.1:{server.server_address[1]}"
+        path = tmp_path / "c.yml"
+        path.write_text(yaml.safe_dump(data))
+        try:
+            done = gorkheavy(tmp_path, "doctor", "--config", str(path), "--timeout", "2")
+            asked = gorkheavy(tmp_path, "ask", "hi", "--config", str(path))
+        finally:
+            server.shutdown()
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "FAIL qwen" in done.stdout
+    assert "does not behave like an Ollama server" in done.stdout
+    assert asked.returncode == 0, asked.stderr
+    assert "Traceback" not in asked.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import random
@@ -14,7 +15,14 @@ from gorkheavy.backends.memory import ProcessStore
 from gorkheavy.backends.ollama import OllamaClient, make_session
 from gorkheavy.config import build
 from gorkheavy.core.pipeline import Pipeline
-from gorkheavy.core.types import AllExpertsFailedError, ErrorCause, StageEvent, Strategy, VerdictSource
+from gorkheavy.core.types import (
+    AllExpertsFailedError,
+    ErrorCause,
+    ModelCallError,
+    StageEvent,
+    Strategy,
+    VerdictSource,
+)
 
 from .conftest import MODELS, Backend, Wired, roster
 
@@ -385,3 +393,41 @@ async def test_keep_alive_reaches_ollama_in_a_form_it_accepts(
         body = backend.chats(name)[0].body
         assert body["keep_alive"] == sent
         assert type(body["keep_alive"]) is type(sent)
+
+
+async def test_an_expert_that_does_not_speak_http_is_dropped(backend: Backend) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-x\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    data = roster(backend.url)
+    data["models"][2]["base_url"] = f"http://127.0.0.1:{port}"
+    config = build(data)
+    session = make_session(connect_timeout=2)
+    try:
+        async with server:
+            result = await Pipeline(config.pipeline, OllamaClient(session), ProcessStore()).run("s", "hi")
+    finally:
+        await session.close()
+    by_name = {c.name: c for c in result.candidates}
+    assert not by_name["qwen"].ok
+    assert by_name["qwen"].cause is ErrorCause.MALFORMED
+    assert by_name["qwen-small"].ok
+    assert by_name["llama"].ok
+    assert result.verdict_source is VerdictSource.STRUCTURED
+
+
+async def test_an_unusable_url_is_a_model_call_error(backend: Backend) -> None:
+    session = make_session(connect_timeout=2)
+    client = OllamaClient(session)
+    spec = build(roster(backend.url)).pipeline.roster.judge
+    try:
+        with pytest.raises(ModelCallError):
+            await client.chat(dataclasses.replace(spec, base_url="http://[::1"), [], keep_alive=1)
+        with pytest.raises(ModelCallError):
+            await client.tags("http://[::1", 1)
+    finally:
+        await session.close()

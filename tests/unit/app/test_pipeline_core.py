@@ -136,3 +136,31 @@ def test_the_core_imports_neither_aiohttp_nor_a_database() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+async def test_an_unexpected_exception_drops_only_that_model() -> None:
+    caller = Scripted({"p": [RuntimeError("boom")], "e2": [KeyError("odd")]})
+    result = await Pipeline(settings(), caller, ProcessStore()).run("s", "q")
+    e1, e2 = result.candidates
+    assert e1.ok
+    assert e1.query == "raw"
+    assert "boom" in result.promptimizer_error
+    assert not e2.ok
+    assert "KeyError" in e2.error
+    assert result.verdict_source is VerdictSource.SINGLE
+
+
+@pytest.mark.parametrize("strategy", ["select", "synthesize"])
+async def test_an_unexpected_exception_in_the_judge_gives_the_fallback(strategy: str) -> None:
+    extra = {
+        "strategy": strategy,
+        "models": [
+            {"name": "e1", "model": "e:1", "role": "expert"},
+            {"name": "e2", "model": "e:2", "role": "expert"},
+            {"name": "j", "model": "j:1", "role": "judge"},
+        ],
+    }
+    caller = Scripted({"j": [RuntimeError("judge broke")]})
+    result = await Pipeline(build(extra).pipeline, caller, ProcessStore()).run("s", "q")
+    assert result.verdict_source is VerdictSource.FALLBACK
+    assert "judge broke" in result.judge_error
