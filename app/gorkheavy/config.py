@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -73,8 +74,21 @@ class ModelEntry(BaseModel):
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        hint = "write an http(s) URL such as 'http://qwen:11434'"
         if not _URL.match(value):
-            raise ValueError("write an http(s) URL such as 'http://qwen:11434'")
+            raise ValueError(hint)
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname
+        except ValueError:
+            raise ValueError(hint) from None
+        if not host:
+            raise ValueError(hint)
+        port = parts.netloc.rpartition("]")[2].rpartition("@")[2].partition(":")
+        if port[1]:
+            digits = port[2]
+            if not (digits.isascii() and digits.isdigit() and 1 <= int(digits) <= 65535):
+                raise ValueError(f"the port must be a number from 1 to 65535 ({hint})")
         return value.rstrip("/")
 
     @model_validator(mode="after")

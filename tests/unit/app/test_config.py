@@ -101,6 +101,25 @@ def test_adding_an_expert_is_a_config_change() -> None:
         ),
         ({"memory": {"store": "postgresql", "dsn": "mysql://x"}}, "dsn must start with postgresql://"),
         ({"keep_alive": "forever"}, "keep_alive: use an Ollama duration"),
+        (
+            {
+                "judge": {"name": "j", "model": "g", "base_url": "http://qwen:abc"},
+                "experts": [{"name": "e", "model": "g"}],
+            },
+            "judge.base_url: the port must be a number from 1 to 65535",
+        ),
+        (
+            {"models": [{"name": "e", "model": "g", "role": "expert", "base_url": "http://qwen:99999"}]},
+            "models[0].base_url: the port must be a number from 1 to 65535",
+        ),
+        (
+            {"models": [{"name": "e", "model": "g", "role": "expert", "base_url": "http://[bad"}]},
+            "models[0].base_url: write an http(s) URL",
+        ),
+        (
+            {"models": [{"name": "e", "model": "g", "role": "expert", "base_url": "http://:80"}]},
+            "models[0].base_url: write an http(s) URL",
+        ),
         ({"keep_alive": "30" + "x"}, "keep_alive: use an Ollama duration"),
         ({"keep_alive": "1h30"}, "keep_alive: use an Ollama duration"),
         ({"keep_alive": True}, "keep_alive: use an Ollama duration"),
