@@ -238,21 +238,38 @@ class Pipeline:
 
         reported: dict[str, float] = {}  # what each model server says it spent (total_duration)
         experts_started = self._clock()
+        # the promptimizer runs only when an expert takes its rewrite; nobody would wait for it otherwise
+        wanted = any(spec.optimized_query for spec in roster.experts)
+        if roster.promptimizer is not None and not wanted:
+            self._emit(
+                on_event,
+                StageEvent(
+                    "promptimizer",
+                    roster.promptimizer.name,
+                    StageStatus.SKIPPED,
+                    detail="no expert takes the optimized query",
+                ),
+            )
+        rewrite: asyncio.Task[tuple[str, str, float]] | None = None
         async with asyncio.TaskGroup() as group:
-            rewrite = group.create_task(self._promptimize(question, past, on_event, reported))
+            if wanted or roster.promptimizer is None:
+                rewrite = group.create_task(self._promptimize(question, past, on_event, reported))
             tasks = [
                 group.create_task(self._optimized_expert(spec, rewrite, past, on_event, reported))
-                if spec.optimized_query and roster.promptimizer is not None
+                if spec.optimized_query and roster.promptimizer is not None and rewrite is not None
                 else group.create_task(
                     self._expert(spec, question, "raw", history=past, sink=on_event, reported=reported)
                 )
                 for spec in roster.experts
             ]
-        optimized, promptimizer_error, promptimizer_seconds = rewrite.result()
+        optimized: str | None = None
+        promptimizer_error = ""
+        if rewrite is not None:
+            optimized, promptimizer_error, promptimizer_seconds = rewrite.result()
+            if roster.promptimizer is not None:
+                timings["promptimizer"] = promptimizer_seconds
         candidates = tuple(task.result() for task in tasks)
         timings["experts"] = self._clock() - experts_started
-        if roster.promptimizer is not None:
-            timings["promptimizer"] = promptimizer_seconds
         for candidate in candidates:
             timings[f"expert:{candidate.name}"] = candidate.seconds
 

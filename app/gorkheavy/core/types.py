@@ -125,7 +125,7 @@ class EnsembleResult:
     verdict_source: VerdictSource
     candidates: tuple[Candidate, ...]
     timings: Mapping[str, float]
-    optimized_query: str
+    optimized_query: str | None  # None when the promptimizer was skipped (no expert takes its rewrite)
     promptimizer_error: str = ""
     judge_error: str = ""
     judge_reason: str = ""

@@ -20,6 +20,7 @@ from gorkheavy.core.types import (
     ErrorCause,
     ModelCallError,
     StageEvent,
+    StageStatus,
     Strategy,
     VerdictSource,
 )
@@ -431,3 +432,28 @@ async def test_an_unusable_url_is_a_model_call_error(backend: Backend) -> None:
             await client.tags("http://[::1", 1)
     finally:
         await session.close()
+
+
+async def test_the_promptimizer_is_skipped_when_no_expert_takes_its_rewrite(backend: Backend) -> None:
+    latency = {"promptimizer": 1.5, "qwen": 0.2, "llama": 0.2, "judge": 0.1}
+    for name, seconds in latency.items():
+        backend.behavior(name).latency = seconds
+    data = roster(backend.url)
+    data["models"] = [m for m in data["models"] if m["name"] != "qwen-small"]
+    config = build(data)
+    events: list[StageEvent] = []
+    session = make_session(connect_timeout=2)
+    try:
+        pipeline = Pipeline(config.pipeline, OllamaClient(session), ProcessStore())
+        start = time.monotonic()
+        result = await pipeline.run("s", "hello", on_event=events.append)
+        wall = time.monotonic() - start
+    finally:
+        await session.close()
+    assert wall < 0.2 + 0.1 + 0.3  # the experts and the judge, not the 1.5 s promptimizer
+    assert backend.chats("promptimizer") == []
+    assert result.optimized_query is None
+    assert "promptimizer" not in result.timings
+    assert [(e.name, e.status) for e in events if e.stage == "promptimizer"] == [
+        ("promptimizer", StageStatus.SKIPPED)
+    ]
