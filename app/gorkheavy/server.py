@@ -141,6 +141,8 @@ async def _read_json(request: web.Request) -> object:
         return json.loads(raw)
     except UnicodeDecodeError:
         raise api.ApiError(400, "the body is not UTF-8 text") from None
+    except RecursionError:
+        raise api.ApiError(400, "the body is JSON nested too deeply; send a flat JSON object") from None
     except json.JSONDecodeError as exc:
         raise api.ApiError(
             400, f"the body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"

@@ -410,3 +410,13 @@ async def test_a_failing_memory_store_is_a_503_that_says_so(backend: Backend, tm
         assert body["error"]["message"].startswith(
             "conversation memory failed: cannot write the SQLite memory"
         )
+
+
+@pytest.mark.parametrize("path", ["/v1/chat", "/v1/chat/completions"])
+async def test_deeply_nested_json_is_a_400(serve: Serve, path: str) -> None:
+    async with serve() as (url, http):
+        status, payload, _ = await post(http, f"{url}{path}", b"[" * 200_000)
+        assert status == 400
+        assert "JSON nested too deeply" in payload["error"]["message"]
+        status, _, _ = await post(http, f"{url}/v1/chat", {"session": "s", "message": "q"})
+        assert status == 200
