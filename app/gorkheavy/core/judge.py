@@ -17,7 +17,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
 from gorkheavy.core.types import Candidate, VerdictSource
 
@@ -27,8 +27,8 @@ _MAX_OBJECT_ATTEMPTS = 200
 
 class _Verdict(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    best: str | int
-    reason: str = ""
+    best: StrictStr | StrictInt  # strict: pydantic's lax mode would read true as 1, i.e. label A
+    reason: StrictStr = ""
 
 
 @dataclass(frozen=True, slots=True)

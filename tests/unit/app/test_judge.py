@@ -128,3 +128,19 @@ def test_fallback_takes_the_first_usable_candidate_in_roster_order() -> None:
 def test_fallback_without_usable_candidates_raises() -> None:
     with pytest.raises(ValueError, match="no usable candidate"):
         fallback_choice([cand("qwen", failed=True), cand("llama", "   ")])
+
+
+@given(best=st.booleans(), labels=st.sampled_from([["A", "B"], LABELS, list("ABCDEFGHIJ")]))
+@settings(max_examples=50, deadline=None)
+def test_a_boolean_is_never_read_as_a_label(best: bool, labels: list[str]) -> None:
+    assert parse_verdict(json.dumps({"best": best}), labels) is None
+    assert parse_verdict(json.dumps({"best": best, "reason": "fine"}), labels) is None
+
+
+def test_only_strings_and_integers_are_structured_labels() -> None:
+    for reply in ('{"best": 1.0}', '{"best": ["B"]}'):  # at best the free-text reader's guess
+        verdict = parse_verdict(reply, LABELS)
+        assert verdict is None or verdict.source is VerdictSource.PARSED
+    verdict = parse_verdict('{"best": 2}', LABELS)
+    assert verdict is not None
+    assert (verdict.label, verdict.source) == ("B", VerdictSource.STRUCTURED)
