@@ -158,6 +158,11 @@ def test_missing_token_fails_before_any_request(lab: Lab) -> None:
         ({"k3s-agent-2": {"gorkheavy_vm_id": 201}}, {}, "vmid 201 is given to more than one VM"),
         ({"k3s-agent-2": {"gorkheavy_vm_address": "10.0.0.300"}}, {}, "is neither dhcp nor an IPv4 address"),
         (
+            {"k3s-agent-2": {"gorkheavy_vm_address": "dhcp"}},
+            {"gorkheavy_proxmox_wait_for": "ssh"},
+            "k3s-agent-2: a DHCP address can only be learned from the QEMU guest agent",
+        ),
+        (
             {"k3s-agent-2": {"gorkheavy_vm_address": "192.168.1.202"}},
             {},
             "address 192.168.1.202 is given to more",
@@ -177,6 +182,7 @@ def test_missing_token_fails_before_any_request(lab: Lab) -> None:
         "vmid-text",
         "vmid-twice",
         "address",
+        "dhcp-without-agent",
         "address-twice",
         "unknown-node",
         "missing-storage",
