@@ -182,6 +182,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(api.ApiError(exc.status, message), kept)
     except asyncio.CancelledError:
         status = 499
+        if request.transport is None or request.transport.is_closing():
+            log.info("client went away during %s %s; its request was cancelled", request.method, request.path)
         raise
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
@@ -479,6 +481,18 @@ def create_app(config: AppConfig, environ: Mapping[str, str]) -> web.Application
     return app
 
 
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner ``serve`` uses: a client that disconnects cancels its handler, which frees its slot."""
+    server = app[STATE].config.server
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=server.shutdown_timeout,
+        access_log=None,
+        handler_cancellation=True,
+    )
+
+
 async def serve(
     config: AppConfig,
     environ: Mapping[str, str],
@@ -490,9 +504,7 @@ async def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = config.server
     app = create_app(config, environ)
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=server.shutdown_timeout, access_log=None
-    )
+    runner = make_runner(app)
     await runner.setup()
     site = web.TCPSite(runner, host or server.host, server.port if port is None else port, backlog=2048)
     try:

@@ -291,7 +291,10 @@ class Pipeline:
 
         if remember:
             mark = self._clock()
-            await self._memory.append(session, Exchange(question, answer, winner), settings.memory_turns)
+            # the answer exists: store it even when the caller is cancelled meanwhile (a client went away)
+            await asyncio.shield(
+                self._memory.append(session, Exchange(question, answer, winner), settings.memory_turns)
+            )
             timings["memory_write"] = self._clock() - mark
         timings["total"] = self._clock() - started
         return EnsembleResult(

@@ -23,7 +23,7 @@ import yaml
 from aiohttp import web
 from gorkheavy import api
 from gorkheavy.config import build
-from gorkheavy.server import STATE, create_app
+from gorkheavy.server import STATE, create_app, make_runner
 
 from tests.standins.ollama import ModelBehavior, OllamaStandin
 
@@ -34,7 +34,7 @@ ROOT = Path(__file__).parents[3]
 
 @asynccontextmanager
 async def running(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
+    runner = make_runner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -420,3 +420,28 @@ async def test_deeply_nested_json_is_a_400(serve: Serve, path: str) -> None:
         assert "JSON nested too deeply" in payload["error"]["message"]
         status, _, _ = await post(http, f"{url}/v1/chat", {"session": "s", "message": "q"})
         assert status == 200
+
+
+async def test_a_client_leaving_a_plain_request_frees_its_slot(backend: Backend, serve: Serve) -> None:
+    backend.behavior("judge").latency = 5.0
+    async with serve() as (url, http):
+        with pytest.raises(TimeoutError):
+            await post(
+                http,
+                f"{url}/v1/chat",
+                {"session": "s", "message": "q"},
+                timeout=aiohttp.ClientTimeout(total=0.3),
+            )
+        left = time.monotonic()
+        gauge = ""
+        while time.monotonic() - left < 1.0:
+            async with http.get(f"{url}/metrics") as response:
+                gauge = next(
+                    line
+                    for line in (await response.text()).splitlines()
+                    if line.startswith("gorkheavy_requests_in_flight ")
+                )
+            if gauge == "gorkheavy_requests_in_flight 0.0":
+                break
+            await asyncio.sleep(0.05)
+        assert gauge == "gorkheavy_requests_in_flight 0.0"

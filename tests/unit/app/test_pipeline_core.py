@@ -17,6 +17,7 @@ from gorkheavy.core.types import (
     AllExpertsFailedError,
     ChatMessage,
     ErrorCause,
+    Exchange,
     ModelCallError,
     ModelReply,
     VerdictSource,
@@ -164,3 +165,22 @@ async def test_an_unexpected_exception_in_the_judge_gives_the_fallback(strategy:
     result = await Pipeline(build(extra).pipeline, caller, ProcessStore()).run("s", "q")
     assert result.verdict_source is VerdictSource.FALLBACK
     assert "judge broke" in result.judge_error
+
+
+async def test_the_answer_is_remembered_even_when_the_caller_leaves_during_the_write() -> None:
+    writing = asyncio.Event()
+
+    class SlowStore(ProcessStore):
+        async def append(self, session: str, exchange: Exchange, keep: int) -> None:
+            writing.set()
+            await asyncio.sleep(0.2)
+            await super().append(session, exchange, keep)
+
+    store = SlowStore()
+    task = asyncio.create_task(Pipeline(settings(), Scripted({}), store).run("s", "q"))
+    await writing.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)
+    assert [e.user for e in await store.recent("s", 10)] == ["q"]
