@@ -44,7 +44,9 @@ JUDGE_SYNTHESIZE_SYSTEM = (
 )
 
 _TAG = re.compile(r"<\s*/?\s*(candidate|question|conversation)", re.IGNORECASE)
-_THINK = re.compile(r"<think>.*?(</think>|\Z)", re.DOTALL | re.IGNORECASE)
+# a reasoning model's thinking comes first; a <think> later in the text is part of the answer
+_THINK = re.compile(r"\A(?:\s*<think>.*?</think>)+", re.DOTALL | re.IGNORECASE)
+_UNCLOSED_THINK = re.compile(r"\A\s*<think>(?!.*</think>)", re.DOTALL | re.IGNORECASE)
 _PREFACE = re.compile(
     r"^\s*(?:(?:here is |here's )?(?:the )?(?:rewritten|optimi[sz]ed|improved|clarified)\s+"
     r"(?:question|query|prompt)\s*(?:is)?\s*[:\-]\s*)",
@@ -58,8 +60,15 @@ def defuse(text: str) -> str:
 
 
 def strip_thinking(text: str) -> str:
-    """Remove ``<think>...</think>`` blocks that reasoning models may put in their content."""
-    return _THINK.sub("", text).strip()
+    """Remove the leading ``<think>...</think>`` block(s) that reasoning models may put in their content.
+
+    A leading ``<think>`` that is never closed means the whole text is thinking (the model was cut off).
+    """
+    if (found := _THINK.match(text)) is not None:
+        text = text[found.end() :]
+    if _UNCLOSED_THINK.match(text):
+        return ""
+    return text.strip()
 
 
 def clean_rewrite(text: str) -> str:

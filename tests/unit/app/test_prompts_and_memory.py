@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from gorkheavy.core import prompts
 from gorkheavy.core.memory import as_chat, exchanges_from_chat, window
 from gorkheavy.core.types import ChatMessage, Exchange
@@ -84,3 +85,21 @@ def test_openai_history_becomes_exchanges() -> None:
     ]
     assert exchanges_from_chat(messages, 5) == [Exchange("q1", "a1"), Exchange("q2", "a2")]
     assert exchanges_from_chat(messages, 1) == [Exchange("q2", "a2")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<think>plan</think>\nThe answer.", "The answer."),
+        ("  \n<THINK>a\nb</think>The answer.", "The answer."),
+        ("<think>never closed, all thinking", ""),
+        (
+            "Use the <think> tag in HTML-like markup; it is kept.",
+            "Use the <think> tag in HTML-like markup; it is kept.",
+        ),
+        ("Answer first.\n<think>late</think>\nmore", "Answer first.\n<think>late</think>\nmore"),
+        ("<think>a</think>Write `<think>` literally", "Write `<think>` literally"),
+    ],
+)
+def test_only_leading_thinking_is_stripped(text: str, expected: str) -> None:
+    assert prompts.strip_thinking(text) == expected
