@@ -132,6 +132,39 @@ class Pipeline:
         if sink is not None:
             sink(event)
 
+    async def _stage_call(
+        self,
+        stage: Literal["promptimizer", "expert"],
+        spec: ModelSpec,
+        messages: Sequence[ChatMessage],
+        limit_s: float,
+        clean: Callable[[str], str],
+        *,
+        empty: str,
+        sink: EventSink | None,
+        reported: dict[str, float],
+    ) -> tuple[str, float, ModelCallError | None]:
+        """Call one model for a stage, reporting start and outcome: (cleaned text, seconds, failure or None).
+
+        Never raises for the model's failure: one model failing must not end the request.
+        """
+        self._emit(sink, StageEvent(stage, spec.name, StageStatus.START))
+        start = self._clock()
+        try:
+            reply = await self._call(spec, messages, limit_s)
+            reported[spec.name] = reply.total_duration_ns / 1e9
+            text = clean(reply.text)
+            if not text:
+                raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty {empty}")
+        except Exception as raised:  # one model's failure must not end the request
+            exc = _as_call_error(spec, raised)
+            seconds = self._clock() - start
+            self._emit(sink, StageEvent(stage, spec.name, StageStatus.ERROR, seconds, exc.cause, exc.message))
+            return "", seconds, exc
+        seconds = self._clock() - start
+        self._emit(sink, StageEvent(stage, spec.name, StageStatus.OK, seconds))
+        return text, seconds, None
+
     async def _promptimize(
         self, question: str, history: Sequence[Exchange], sink: EventSink | None, reported: dict[str, float]
     ) -> tuple[str, str, float]:
@@ -139,26 +172,18 @@ class Pipeline:
         spec = self.settings.roster.promptimizer
         if spec is None:
             return question, "", 0.0
-        self._emit(sink, StageEvent("promptimizer", spec.name, StageStatus.START))
-        start = self._clock()
-        try:
-            reply = await self._call(
-                spec, prompts.promptimizer_messages(question, history), self.settings.timeouts.promptimizer
-            )
-            reported[spec.name] = reply.total_duration_ns / 1e9
-            rewritten = prompts.clean_rewrite(reply.text)
-            if not rewritten:
-                raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty rewrite")
-        except Exception as raised:  # one model's failure must not end the request
-            exc = _as_call_error(spec, raised)
-            seconds = self._clock() - start
-            self._emit(
-                sink,
-                StageEvent("promptimizer", spec.name, StageStatus.ERROR, seconds, exc.cause, exc.message),
-            )
-            return question, exc.message, seconds
-        seconds = self._clock() - start
-        self._emit(sink, StageEvent("promptimizer", spec.name, StageStatus.OK, seconds))
+        rewritten, seconds, failure = await self._stage_call(
+            "promptimizer",
+            spec,
+            prompts.promptimizer_messages(question, history),
+            self.settings.timeouts.promptimizer,
+            prompts.clean_rewrite,
+            empty="rewrite",
+            sink=sink,
+            reported=reported,
+        )
+        if failure is not None:
+            return question, failure.message, seconds
         return rewritten, "", seconds
 
     async def _expert(
@@ -171,25 +196,18 @@ class Pipeline:
         sink: EventSink | None,
         reported: dict[str, float],
     ) -> Candidate:
-        self._emit(sink, StageEvent("expert", spec.name, StageStatus.START))
-        start = self._clock()
-        try:
-            reply = await self._call(
-                spec, prompts.expert_messages(query, history), self.settings.timeouts.expert
-            )
-            reported[spec.name] = reply.total_duration_ns / 1e9
-            text = prompts.strip_thinking(reply.text)
-            if not text:
-                raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty answer")
-        except Exception as raised:  # one model's failure must not end the request
-            exc = _as_call_error(spec, raised)
-            seconds = self._clock() - start
-            self._emit(
-                sink, StageEvent("expert", spec.name, StageStatus.ERROR, seconds, exc.cause, exc.message)
-            )
-            return Candidate(spec.name, spec.model, kind, "", seconds, exc.message, exc.cause)
-        seconds = self._clock() - start
-        self._emit(sink, StageEvent("expert", spec.name, StageStatus.OK, seconds))
+        text, seconds, failure = await self._stage_call(
+            "expert",
+            spec,
+            prompts.expert_messages(query, history),
+            self.settings.timeouts.expert,
+            prompts.strip_thinking,
+            empty="answer",
+            sink=sink,
+            reported=reported,
+        )
+        if failure is not None:
+            return Candidate(spec.name, spec.model, kind, "", seconds, failure.message, failure.cause)
         return Candidate(spec.name, spec.model, kind, text, seconds)
 
     async def _optimized_expert(
