@@ -1757,6 +1757,24 @@ def task_log(api: ProxmoxApi, req: Request) -> Any:
     return WithAttributes(data, {"total": len(lines)})
 
 
+def _task_entry(task: Task) -> dict[str, Any]:
+    """A task as the task listings show it; a stopped task carries its end time and exit status."""
+    entry: dict[str, Any] = {
+        "upid": task.upid,
+        "node": task.node,
+        "pid": task.pid,
+        "pstart": task.pstart,
+        "starttime": task.starttime,
+        "type": task.type,
+        "id": task.id,
+        "user": task.user.split("!")[0],
+    }
+    if task.status == "stopped":
+        entry["endtime"] = task.endtime or task.starttime
+        entry["status"] = task.exitstatus
+    return entry
+
+
 @route("GET", "/nodes/{node}/tasks")
 def task_list(api: ProxmoxApi, req: Request) -> Any:
     node = req.params["node"]
@@ -1780,20 +1798,8 @@ def task_list(api: ProxmoxApi, req: Request) -> Any:
             continue
         if errors_only and task.exitstatus in (None, "OK"):
             continue
-        entry: dict[str, Any] = {
-            "upid": task.upid,
-            "node": task.node,
-            "pid": task.pid,
-            "pstart": task.pstart,
-            "starttime": task.starttime,
-            "type": task.type,
-            "id": task.id,
-            "user": task.user.split("!")[0],
-        }
-        if task.status == "stopped":
-            entry["endtime"] = task.endtime or task.starttime
-            entry["status"] = task.exitstatus
-        else:
+        entry = _task_entry(task)
+        if task.status != "stopped":
             entry["status"] = "RUNNING"
         result.append(entry)
     return WithAttributes(result[start : start + limit], {"total": len(result)})
@@ -1882,20 +1888,7 @@ def cluster_tasks(api: ProxmoxApi, req: Request) -> Any:
     for task in sorted(api.cluster.tasks.values(), key=lambda t: (t.starttime, t.pid), reverse=True):
         if not _task_visible(api, task, req.authid):
             continue
-        entry: dict[str, Any] = {
-            "upid": task.upid,
-            "node": task.node,
-            "pid": task.pid,
-            "pstart": task.pstart,
-            "starttime": task.starttime,
-            "type": task.type,
-            "id": task.id,
-            "user": task.user.split("!")[0],
-        }
-        if task.status == "stopped":
-            entry["endtime"] = task.endtime or task.starttime
-            entry["status"] = task.exitstatus
-        result.append(entry)
+        result.append(_task_entry(task))
     return result
 
 
