@@ -18,7 +18,14 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gorkheavy.core.roster import ModelSpec, PipelineSettings, Roster, Timeouts
+from gorkheavy.core.roster import (
+    ModelSpec,
+    PipelineSettings,
+    ReplyLimit,
+    ReplyLimits,
+    Roster,
+    Timeouts,
+)
 from gorkheavy.core.types import Strategy
 
 CONFIG_ENV = "GORKHEAVY_CONFIG"
@@ -115,6 +122,29 @@ class TimeoutsConfig(_Strict):
     connect: Annotated[float, Field(gt=0, le=600)] = 5.0
 
 
+class ReplyLimitConfig(_Strict):
+    """The size cap of one stage's replies; a reply that reaches it is cut there and flagged too_long."""
+
+    tokens: Annotated[int, Field(ge=0, le=1_000_000, description="options.num_predict; 0: none")]
+    bytes: Annotated[int, Field(ge=256, le=64 * 1024 * 1024, description="UTF-8 bytes of text kept")]
+
+    def limit(self) -> ReplyLimit:
+        return ReplyLimit(tokens=self.tokens, bytes=self.bytes)
+
+
+def _limit(default: ReplyLimit) -> Any:
+    return Field(default_factory=lambda: ReplyLimitConfig(tokens=default.tokens, bytes=default.bytes))
+
+
+class ReplyLimitsConfig(_Strict):
+    promptimizer: ReplyLimitConfig = _limit(ReplyLimits().promptimizer)
+    expert: ReplyLimitConfig = _limit(ReplyLimits().expert)
+    judge: ReplyLimitConfig = _limit(ReplyLimits().judge)
+
+    def limits(self) -> ReplyLimits:
+        return ReplyLimits(self.promptimizer.limit(), self.expert.limit(), self.judge.limit())
+
+
 class MemoryConfig(_Strict):
     turns: Annotated[int, Field(ge=0, le=100)] = 5
     store: Literal["sqlite", "postgresql", "none"] = "sqlite"
@@ -148,7 +178,7 @@ class ServerConfig(_Strict):
 
 class HttpConfig(_Strict):
     max_connections: Annotated[int, Field(ge=0, le=100_000)] = 0
-    max_line_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 8 * 1024 * 1024
+    max_line_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
 
 class FileConfig(_Strict):
@@ -164,6 +194,7 @@ class FileConfig(_Strict):
     experts: list[ModelEntry] | None = None
     judge: ModelEntry | None = None
     timeouts: TimeoutsConfig = TimeoutsConfig()
+    reply_limits: ReplyLimitsConfig = ReplyLimitsConfig()
     memory: MemoryConfig = MemoryConfig()
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
@@ -350,6 +381,7 @@ def build(data: Any, source: str = "<defaults>") -> AppConfig:
         retry_backoff=parsed.retry_backoff,
         keep_alive=parsed.keep_alive,
         judge_votes=parsed.judge_votes,
+        limits=parsed.reply_limits.limits(),
     )
     return AppConfig(source, settings, parsed.memory, parsed.server, parsed.http, tuple(warnings))
 

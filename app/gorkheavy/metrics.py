@@ -65,6 +65,8 @@ class Metrics:
     def on_event(self, event: StageEvent) -> None:
         if event.status is StageStatus.OK:
             self.model_seconds.labels(event.name, event.stage, "ok").observe(event.seconds)
+            if event.cause is not None:  # answered, but flagged (a reply cut at its size cap)
+                self.model_errors.labels(event.name, event.cause.value).inc()
         elif event.status is StageStatus.ERROR:
             self.model_seconds.labels(event.name, event.stage, "error").observe(event.seconds)
             self.model_errors.labels(event.name, event.cause.value if event.cause else "unknown").inc()

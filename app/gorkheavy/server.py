@@ -448,6 +448,8 @@ def _log_failure(event: StageEvent) -> None:
         log.warning(
             "%s %s failed (%s) after %.2fs: %s", event.stage, event.name, cause, event.seconds, event.detail
         )
+    elif event.cause is not None:
+        log.warning("%s %s: %s (%s)", event.stage, event.name, event.detail, event.cause.value)
 
 
 def create_app(config: AppConfig, environ: Mapping[str, str]) -> web.Application:

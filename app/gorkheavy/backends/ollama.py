@@ -20,7 +20,9 @@ import aiohttp
 
 from gorkheavy import __version__
 from gorkheavy.core.roster import KeepAlive, ModelSpec
-from gorkheavy.core.types import ChatMessage, ErrorCause, ModelCallError, ModelReply
+from gorkheavy.core.types import CallOptions, ChatMessage, ErrorCause, ModelCallError, ModelReply
+
+_NO_OPTIONS = CallOptions()
 
 _CONNECTION_ERRORS = (
     aiohttp.ClientConnectionError,  # refused, reset, server disconnected, connect timeout
@@ -62,7 +64,7 @@ class OllamaClient:
         self,
         session: aiohttp.ClientSession,
         *,
-        max_line_bytes: int = 8 * 1024 * 1024,
+        max_line_bytes: int = 1024 * 1024,
     ) -> None:
         self._session = session
         self._max_line = max_line_bytes
@@ -74,6 +76,7 @@ class OllamaClient:
         *,
         keep_alive: KeepAlive,
         fmt: dict[str, Any] | None = None,
+        call: CallOptions = _NO_OPTIONS,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": spec.model,
@@ -81,8 +84,9 @@ class OllamaClient:
             "stream": True,
             "keep_alive": keep_alive,
         }
-        if spec.options:
-            body["options"] = dict(spec.options)
+        options = {**spec.options, **call.options}
+        if options:
+            body["options"] = options
         if fmt is not None:
             body["format"] = fmt
         if spec.think is not None:
@@ -96,14 +100,15 @@ class OllamaClient:
         *,
         keep_alive: KeepAlive,
         fmt: dict[str, Any] | None = None,
+        call: CallOptions = _NO_OPTIONS,
     ) -> ModelReply:
-        body = self.request_body(spec, messages, keep_alive=keep_alive, fmt=fmt)
+        body = self.request_body(spec, messages, keep_alive=keep_alive, fmt=fmt, call=call)
         url = f"{spec.base_url}/api/chat"
         try:
             async with self._session.post(url, json=body) as response:
                 if response.status != 200:
                     raise await self._status_error(spec, response)
-                return await self._read_stream(spec, response)
+                return await self._read_stream(spec, response, call.max_bytes)
         except _CONNECTION_ERRORS as exc:
             raise ModelCallError(
                 ErrorCause.CONNECTION, f"{spec.label}: connection failed ({_describe(exc)})"
@@ -151,8 +156,16 @@ class OllamaClient:
         if buffer.strip():
             yield buffer
 
-    async def _read_stream(self, spec: ModelSpec, response: aiohttp.ClientResponse) -> ModelReply:
+    async def _read_stream(
+        self, spec: ModelSpec, response: aiohttp.ClientResponse, max_bytes: int
+    ) -> ModelReply:
+        """Assemble the streamed reply; past ``max_bytes`` of text it is cut there and the call ends.
+
+        What is kept is bounded whatever the server sends: the text by ``max_bytes``, one line by
+        ``max_line_bytes``; leaving early closes the connection, so the server stops generating.
+        """
         parts: list[str] = []
+        size = 0
         try:
             async for line in self._lines(response):
                 chunk = json.loads(line)
@@ -167,14 +180,20 @@ class OllamaClient:
                     content = message.get("content")
                     if isinstance(content, str) and content:
                         parts.append(content)
+                        size += len(content.encode("utf-8", "surrogatepass"))
+                        if max_bytes and size >= max_bytes:
+                            return ModelReply(_cut("".join(parts), max_bytes), "length", truncated=True)
                 elif message is not None:
                     raise ValueError("'message' is not an object")
                 if chunk.get("done") is True:
+                    reason = str(chunk.get("done_reason") or "")
                     return ModelReply(
                         text="".join(parts),
-                        done_reason=str(chunk.get("done_reason") or ""),
+                        done_reason=reason,
                         eval_count=_int(chunk.get("eval_count")),
                         total_duration_ns=_int(chunk.get("total_duration")),
+                        prompt_eval_count=_int(chunk.get("prompt_eval_count")),
+                        truncated=reason == "length",
                     )
         except ValueError as exc:
             raise ModelCallError(
@@ -219,6 +238,12 @@ class OllamaClient:
 
 def _bad_url(url: str, exc: BaseException) -> ModelCallError:
     return ModelCallError(ErrorCause.CONNECTION, f"{url}: not a usable URL ({_describe(exc)})")
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """``text`` shortened to at most ``max_bytes`` UTF-8 bytes, never splitting a character."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return raw[:max_bytes].decode("utf-8", "ignore") if len(raw) > max_bytes else text
 
 
 def _int(value: object) -> int:

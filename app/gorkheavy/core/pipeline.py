@@ -25,9 +25,10 @@ from typing import Any, Literal, Protocol
 
 from gorkheavy.core import judge as judging
 from gorkheavy.core import prompts
-from gorkheavy.core.roster import KeepAlive, ModelSpec, PipelineSettings
+from gorkheavy.core.roster import KeepAlive, ModelSpec, PipelineSettings, ReplyLimit
 from gorkheavy.core.types import (
     AllExpertsFailedError,
+    CallOptions,
     Candidate,
     ChatMessage,
     EnsembleResult,
@@ -67,7 +68,26 @@ class ModelCaller(Protocol):
         *,
         keep_alive: KeepAlive,
         fmt: dict[str, Any] | None = None,
+        call: CallOptions = ...,
     ) -> ModelReply: ...
+
+
+def call_options(spec: ModelSpec, limit: ReplyLimit) -> CallOptions:
+    """A stage's size cap for one model: ``num_predict`` (the smaller of the cap and the entry's own)
+    and the byte cap."""
+    options: dict[str, Any] = {}
+    if limit.tokens > 0:
+        own = spec.options.get("num_predict")
+        keeps_own = isinstance(own, int) and not isinstance(own, bool) and 0 < own < limit.tokens
+        options["num_predict"] = own if keeps_own else limit.tokens
+    return CallOptions(options=options, max_bytes=limit.bytes)
+
+
+def too_long(spec: ModelSpec, stage: str, limit: ReplyLimit) -> ModelCallError:
+    return ModelCallError(
+        ErrorCause.TOO_LONG,
+        f"{spec.label}: reply cut at the {stage} size limit ({limit.tokens} tokens, {limit.bytes} bytes)",
+    )
 
 
 class MemoryStore(Protocol):
@@ -106,15 +126,17 @@ class Pipeline:
         messages: Sequence[ChatMessage],
         limit_s: float,
         fmt: dict[str, Any] | None = None,
+        call: CallOptions | None = None,
     ) -> ModelReply:
         retries = self.settings.retries
+        call = call or CallOptions()
         try:
             async with asyncio.timeout(limit_s):
                 attempt = 0
                 while True:
                     try:
                         return await self._caller.chat(
-                            spec, messages, keep_alive=self.settings.keep_alive, fmt=fmt
+                            spec, messages, keep_alive=self.settings.keep_alive, fmt=fmt, call=call
                         )
                     except ModelCallError as exc:
                         if exc.cause is not ErrorCause.CONNECTION or attempt >= retries:
@@ -146,24 +168,33 @@ class Pipeline:
     ) -> tuple[str, float, ModelCallError | None]:
         """Call one model for a stage, reporting start and outcome: (cleaned text, seconds, failure or None).
 
-        Never raises for the model's failure: one model failing must not end the request.
+        Never raises for the model's failure: one model failing must not end the request. A reply cut at
+        the stage's size cap comes back with its text and a ``too_long`` failure (the caller decides
+        whether a cut text is usable).
         """
         self._emit(sink, StageEvent(stage, spec.name, StageStatus.START))
         start = self._clock()
+        limit = getattr(self.settings.limits, stage)
+        cut: ModelCallError | None = None
         try:
-            reply = await self._call(spec, messages, limit_s)
+            reply = await self._call(spec, messages, limit_s, call=call_options(spec, limit))
             reported[spec.name] = reply.total_duration_ns / 1e9
             text = clean(reply.text)
+            if reply.truncated:
+                cut = too_long(spec, stage, limit)
             if not text:
-                raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty {empty}")
+                raise cut or ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty {empty}")
         except Exception as raised:  # one model's failure must not end the request
             exc = _as_call_error(spec, raised)
             seconds = self._clock() - start
             self._emit(sink, StageEvent(stage, spec.name, StageStatus.ERROR, seconds, exc.cause, exc.message))
             return "", seconds, exc
         seconds = self._clock() - start
-        self._emit(sink, StageEvent(stage, spec.name, StageStatus.OK, seconds))
-        return text, seconds, None
+        if cut is not None:
+            self._emit(sink, StageEvent(stage, spec.name, StageStatus.OK, seconds, cut.cause, cut.message))
+        else:
+            self._emit(sink, StageEvent(stage, spec.name, StageStatus.OK, seconds))
+        return text, seconds, cut
 
     async def _promptimize(
         self, question: str, history: Sequence[Exchange], sink: EventSink | None, reported: dict[str, float]
@@ -182,7 +213,7 @@ class Pipeline:
             sink=sink,
             reported=reported,
         )
-        if failure is not None:
+        if failure is not None:  # a cut rewrite is no rewrite: the experts get the question as asked
             return question, failure.message, seconds
         return rewritten, "", seconds
 
@@ -206,8 +237,8 @@ class Pipeline:
             sink=sink,
             reported=reported,
         )
-        if failure is not None:
-            return Candidate(spec.name, spec.model, kind, "", seconds, failure.message, failure.cause)
+        if failure is not None:  # failed (no text) or cut at the size cap (the text up to the cap)
+            return Candidate(spec.name, spec.model, kind, text, seconds, failure.message, failure.cause)
         return Candidate(spec.name, spec.model, kind, text, seconds)
 
     async def _optimized_expert(
@@ -348,6 +379,7 @@ class Pipeline:
                 prompts.judge_select_messages(question, past, texts),
                 self.settings.timeouts.judge,
                 fmt=prompts.verdict_schema(labels),
+                call=call_options(spec, self.settings.limits.judge),
             )
             reported[spec.name] = reply.total_duration_ns / 1e9
             verdict = judging.parse_verdict(reply.text, labels)
@@ -394,11 +426,24 @@ class Pipeline:
             texts = [(label, candidate.text) for label, candidate in orders[0]]
             try:
                 messages = prompts.judge_synthesize_messages(question, past, texts)
-                reply = await self._call(spec, messages, self.settings.timeouts.judge)
+                limit = self.settings.limits.judge
+                reply = await self._call(
+                    spec, messages, self.settings.timeouts.judge, call=call_options(spec, limit)
+                )
                 reported[spec.name] = reply.total_duration_ns / 1e9
                 text = prompts.strip_thinking(reply.text)
                 if not text:
                     raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty synthesis")
+                if reply.truncated:  # the synthesis up to the cap is the answer, flagged
+                    cut = too_long(spec, "judge", limit)
+                    timings["judge"] = self._clock() - start
+                    self._emit(
+                        sink,
+                        StageEvent(
+                            "judge", spec.name, StageStatus.OK, timings["judge"], cut.cause, cut.message
+                        ),
+                    )
+                    return text, spec.name, VerdictSource.SYNTHESIZED, cut.message, "", labels
             except Exception as raised:  # the fallback answers instead
                 failure = _as_call_error(spec, raised)
             else:

@@ -39,6 +39,23 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyLimit:
+    """The size cap of one stage's replies: tokens (sent as ``options.num_predict``) and UTF-8 bytes."""
+
+    tokens: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyLimits:
+    """Per stage; the defaults fit the design's small models (1B-class, a few thousand tokens of context)."""
+
+    promptimizer: ReplyLimit = ReplyLimit(tokens=256, bytes=4096)
+    expert: ReplyLimit = ReplyLimit(tokens=1024, bytes=16384)
+    judge: ReplyLimit = ReplyLimit(tokens=1024, bytes=16384)
+
+
+@dataclass(frozen=True, slots=True)
 class Roster:
     promptimizer: ModelSpec | None
     experts: tuple[ModelSpec, ...]
@@ -59,3 +76,4 @@ class PipelineSettings:
     retry_backoff: float = 0.2
     keep_alive: KeepAlive = "30m"
     judge_votes: int = 1
+    limits: ReplyLimits = field(default_factory=ReplyLimits)

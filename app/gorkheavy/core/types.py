@@ -43,6 +43,7 @@ class ErrorCause(enum.StrEnum):
     STREAM_ERROR = "stream_error"
     MALFORMED = "malformed"
     EMPTY = "empty"
+    TOO_LONG = "too_long"  # the reply hit its stage's size cap: cut there and kept, flagged
 
 
 class ModelCallError(Exception):
@@ -59,6 +60,18 @@ class ModelCallError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class CallOptions:
+    """What one model call asks for beside its messages.
+
+    ``options``: Ollama model options for this call (over the roster entry's own); ``max_bytes``: the
+    reply's text is cut at this many UTF-8 bytes and the call ends there (0: no cap).
+    """
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    max_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ModelReply:
     """The text a model produced and what the server said about producing it."""
 
@@ -66,6 +79,8 @@ class ModelReply:
     done_reason: str = ""
     eval_count: int = 0
     total_duration_ns: int = 0
+    prompt_eval_count: int = 0
+    truncated: bool = False  # cut at a size cap (bytes here, tokens by the server: done_reason "length")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +97,8 @@ class Candidate:
 
     @property
     def ok(self) -> bool:
-        return self.cause is None and bool(self.text.strip())
+        """Usable by the judge: an answer, possibly cut at the size cap (cause too_long)."""
+        return self.cause in (None, ErrorCause.TOO_LONG) and bool(self.text.strip())
 
     def as_dict(self) -> dict[str, Any]:
         return {

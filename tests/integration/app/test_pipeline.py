@@ -321,7 +321,7 @@ async def test_think_and_options_are_sent_as_configured(backend: Backend, wired:
     await pipeline.run("s", "q")
     body = backend.chats("qwen-small")[0].body
     assert body["think"] is False
-    assert body["options"] == {"temperature": 0.2}
+    assert body["options"] == {"temperature": 0.2, "num_predict": 1024}
     assert dataclasses.asdict(build(data).pipeline.roster.experts[0])["think"] is False
 
 

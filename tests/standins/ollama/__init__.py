@@ -48,7 +48,8 @@ Python API::
 ``ModelBehavior`` fields (all optional; see its docstring): ``reply`` (str or ``f(body) -> str``),
 ``thinking``, ``tool_calls``, ``latency`` (time to first token), ``load_latency`` (when not loaded),
 ``chunk_delay``, ``chunks``, ``parallel`` (requests answered at once; ``None``: unlimited), ``failure``
-(``none`` | ``http_500`` | ``hang`` | ``mid_stream_error`` | ``disconnect`` | ``malformed`` | ``stall``),
+(``none`` | ``http_500`` | ``hang`` | ``mid_stream_error`` | ``disconnect`` | ``malformed`` | ``stall`` |
+``endless``),
 ``failure_after_chunks``, ``failure_count``, ``error_message``, ``error_status``, ``capabilities``,
 ``family``, ``parameter_size``, ``quantization_level``, ``size``, ``context_length``,
 ``embedding_length``.

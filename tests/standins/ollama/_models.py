@@ -16,7 +16,9 @@ __all__ = [
     "Reply",
 ]
 
-Failure = Literal["none", "http_500", "hang", "mid_stream_error", "disconnect", "malformed", "stall"]
+Failure = Literal[
+    "none", "http_500", "hang", "mid_stream_error", "disconnect", "malformed", "stall", "endless"
+]
 FAILURES: Final[tuple[str, ...]] = get_args(Failure)
 
 #: A reply: fixed text, or a function of the parsed request body (the JSON object the client sent).
@@ -53,7 +55,9 @@ class ModelBehavior:
     failure: ``none``; ``http_500`` (status ``error_status``, ``{"error": error_message}`` after
         ``latency``); ``hang`` (never answers); ``mid_stream_error`` (``failure_after_chunks`` chunks, then an
         NDJSON error line); ``disconnect`` (closes the connection after those chunks); ``malformed`` (a line
-        that is not JSON after those chunks); ``stall`` (those chunks, then nothing, never finishing).
+        that is not JSON after those chunks); ``stall`` (those chunks, then nothing, never finishing);
+        ``endless`` (a runaway backend: the answer's chunks over and over, as fast as the client reads
+        them, never the final chunk; ``num_predict`` and ``stop`` do not end it; not streamed: no answer).
         ``failure_count``: fail only the next N inference requests, then behave (``None``: all of them).
     capabilities: as ``/api/show`` reports them; ``None`` means ``completion`` and ``tools`` (+ ``thinking``).
     """

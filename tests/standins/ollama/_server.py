@@ -488,6 +488,10 @@ class OllamaStandin:
             if rec.outcome == "pending":
                 rec.outcome = "cancelled"
             raise
+        except ConnectionResetError:  # the client left mid-stream: Ollama stops generating, says nothing
+            if rec.outcome == "pending":
+                rec.outcome = "cancelled"
+            raise asyncio.CancelledError from None
         except Exception as exc:  # a bug of the stand-in: say so the way Ollama reports internal errors
             _log.exception("Ollama stand-in failed on %s %s", request.method, rec.path)
             rec.outcome = "error"
@@ -782,7 +786,7 @@ class OllamaStandin:
         rec.outcome = f"failure:{failure}"
         b = entry.behavior
         await asyncio.sleep(b.latency)
-        if failure in ("hang", "stall"):
+        if failure in ("hang", "stall", "endless"):
             await self._hang(request)
         if failure == "disconnect":
             self._drop(request)
@@ -1074,6 +1078,8 @@ class OllamaStandin:
         ]
         if g.tool_calls:
             chunks.append(g.tool_chunk)
+        if failure == "endless":
+            await self._endless(response, chunks or [functools.partial(g.chunk, "content", " ")], b)
         if limit is not None:
             chunks = chunks[:limit]
         if b.chunk_delay:  # each chunk made when it is sent, so created_at tells when
@@ -1117,9 +1123,21 @@ class OllamaStandin:
         if failure == "disconnect":
             self._drop(request)
             raise asyncio.CancelledError
-        if failure == "stall":
+        if failure in ("stall", "endless"):
             await self._hang(request)
         return self._json(g.whole(first))
+
+    @staticmethod
+    async def _endless(
+        response: web.StreamResponse, chunks: list[Callable[[], bytes]], b: ModelBehavior
+    ) -> NoReturn:
+        """Send ``chunks`` round and round for ever (each write waits until the client has read enough)."""
+        while True:
+            for make in chunks:
+                await response.write(make())
+                if b.chunk_delay:
+                    await asyncio.sleep(b.chunk_delay)
+            await asyncio.sleep(0)  # a fast client never makes the writes wait: let other requests run
 
 
 class _Malformed(Exception):

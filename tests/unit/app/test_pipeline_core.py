@@ -15,6 +15,7 @@ from gorkheavy.core.pipeline import Pipeline
 from gorkheavy.core.roster import KeepAlive, ModelSpec
 from gorkheavy.core.types import (
     AllExpertsFailedError,
+    CallOptions,
     ChatMessage,
     ErrorCause,
     Exchange,
@@ -38,6 +39,7 @@ class Scripted:
         *,
         keep_alive: KeepAlive,
         fmt: dict[str, Any] | None = None,
+        call: CallOptions | None = None,
     ) -> ModelReply:
         self.calls.append(spec.name)
         steps = self.script.get(spec.name, ["ok"])
