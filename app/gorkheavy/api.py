@@ -11,12 +11,22 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gorkheavy.core.memory import exchanges_from_chat
-from gorkheavy.core.types import ChatMessage, EnsembleResult, Exchange, Strategy
+from gorkheavy.core.redact import for_clients
+from gorkheavy.core.types import (
+    AllExpertsFailedError,
+    Candidate,
+    ChatMessage,
+    EnsembleResult,
+    Exchange,
+    StageEvent,
+    Strategy,
+)
 
 SESSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 
@@ -197,6 +207,44 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
+def public_candidates(candidates: Sequence[Candidate]) -> list[dict[str, Any]]:
+    """Candidates as clients see them: errors without credentials, backend URLs or file paths."""
+    out = []
+    for candidate in candidates:
+        data = candidate.as_dict()
+        if data["error"]:
+            data["error"] = for_clients(data["error"])
+        out.append(data)
+    return out
+
+
+def public_result(result: EnsembleResult) -> dict[str, Any]:
+    """The result of ``/v1/chat`` with its error texts as clients may see them."""
+    data = result.as_dict()
+    for key in ("judge_error", "promptimizer_error"):
+        if data[key]:
+            data[key] = for_clients(data[key])
+    data["candidates"] = public_candidates(result.candidates)
+    return data
+
+
+def public_event(event: StageEvent) -> dict[str, Any]:
+    data = event.as_dict()
+    if data["detail"]:
+        data["detail"] = for_clients(data["detail"])
+    return data
+
+
+def failure_error(exc: AllExpertsFailedError) -> ApiError:
+    """No expert answered: 502, each expert's reason as clients may see it."""
+    return ApiError(502, for_clients(str(exc)), kind="upstream_error", code="all_experts_failed")
+
+
+def failure_body(exc: AllExpertsFailedError) -> dict[str, Any]:
+    """The 502 body of ``/v1/chat``: the error and every candidate with its failure."""
+    return {**failure_error(exc).body(), "candidates": public_candidates(exc.candidates)}
+
+
 def _usage(result: EnsembleResult) -> dict[str, int]:
     """Word counts as a rough stand-in for tokens (the ensemble has no single tokenizer)."""
     prompt = len(result.question.split())
@@ -210,7 +258,7 @@ def _extra(result: EnsembleResult) -> dict[str, Any]:
         "verdict_source": result.verdict_source.value,
         "fallback": result.fallback,
         "strategy": result.strategy.value,
-        "candidates": [c.as_dict() for c in result.candidates],
+        "candidates": public_candidates(result.candidates),
         "timings": {k: round(v, 6) for k, v in result.timings.items()},
     }
 

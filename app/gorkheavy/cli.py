@@ -287,7 +287,7 @@ async def _doctor(config: AppConfig, args: argparse.Namespace, environ: Mapping[
         out.write(f"warn {warning}\n")
     width = max(len(c.spec.name) for c in checks)
     for check in checks:
-        where = f"{check.spec.name:<{width}}  {check.role:<12} {check.spec.model} at {check.spec.base_url}"
+        where = f"{check.spec.name:<{width}}  {check.role:<12} {check.spec.model} at {check.spec.where}"
         if check.ok:
             out.write(f"ok   {where}\n")
         else:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gorkheavy.core.redact import redact
 from gorkheavy.core.roster import (
     ModelSpec,
     PipelineSettings,
@@ -316,7 +317,7 @@ def _explain(error: ValidationError, data: Any) -> list[str]:
         message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
         shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-        lines.append(f"{where}: {message}{shown}")
+        lines.append(redact(f"{where}: {message}{shown}"))
     return lines
 
 

@@ -69,7 +69,7 @@ class BackendCheck:
             "name": self.spec.name,
             "role": self.role,
             "model": self.spec.model,
-            "base_url": self.spec.base_url,
+            "base_url": self.spec.where,
             "ok": self.ok,
             "problem": self.problem or None,
             "fix": self.fix or None,
@@ -81,10 +81,10 @@ def _fix_for(spec: ModelSpec, error: ModelCallError) -> str:
     host = spec.base_url.split("://", 1)[-1].split(":", 1)[0].split("/", 1)[0]
     if error.cause in (ErrorCause.CONNECTION, ErrorCause.TIMEOUT):
         return (
-            f"check that {spec.base_url} is served: the Service '{host}' exists and its pod is ready "
+            f"check that {spec.where} is served: the Service '{host}' exists and its pod is ready "
             f"(kubectl get pods -l app={host}), or correct base_url for '{spec.name}' in the config"
         )
-    return f"{spec.base_url} does not behave like an Ollama server; check base_url for '{spec.name}'"
+    return f"{spec.where} does not behave like an Ollama server; check base_url for '{spec.name}'"
 
 
 async def check_backends(
@@ -121,7 +121,7 @@ async def check_backends(
                     role,
                     spec,
                     False,
-                    f"model '{spec.model}' is not on {spec.base_url} (it has {listed})",
+                    f"model '{spec.model}' is not on {spec.where} (it has {listed})",
                     f"pull it with: {pull_hint(spec)}",
                     seconds,
                 )

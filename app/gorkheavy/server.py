@@ -38,6 +38,7 @@ from aiohttp import web
 from gorkheavy import api
 from gorkheavy.backends.memory import MemoryStoreError
 from gorkheavy.config import AppConfig
+from gorkheavy.core.redact import for_clients, redact
 from gorkheavy.core.types import AllExpertsFailedError, EnsembleResult, StageEvent, StageStatus
 from gorkheavy.metrics import Metrics
 from gorkheavy.runtime import BackendCheck, Runtime, check_backends, open_runtime
@@ -210,10 +211,6 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
-def _failure_error(exc: AllExpertsFailedError) -> api.ApiError:
-    return api.ApiError(502, str(exc), kind="upstream_error", code="all_experts_failed")
-
-
 async def _run(
     state: ServerState, request_run: Callable[[Runtime], Awaitable[EnsembleResult]]
 ) -> EnsembleResult:
@@ -225,7 +222,8 @@ async def _run(
         log.warning("request failed: %s", exc)
         raise
     except MemoryStoreError as exc:
-        raise api.ApiError(503, f"conversation memory failed: {exc}", kind="server_error") from None
+        message = for_clients(f"conversation memory failed: {exc}")
+        raise api.ApiError(503, message, kind="server_error") from None
     state.metrics.on_result(result)
     state.note_duration(result.timings.get("total", 0.0))
     return result
@@ -243,10 +241,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 state, lambda rt: rt.pipeline.run(body.session, body.message, strategy=body.strategy)
             )
         except AllExpertsFailedError as exc:
-            payload = _failure_error(exc).body()
-            payload["candidates"] = [c.as_dict() for c in exc.candidates]
-            return _json(payload, 502)
-        return _json(result.as_dict())
+            return _json(api.failure_body(exc), 502)
+        return _json(api.public_result(result))
 
 
 class _EventStream:
@@ -304,7 +300,7 @@ async def _chat_events(request: web.Request, state: ServerState, body: api.ChatB
     await stream.open()
 
     async def stage(event: StageEvent) -> None:
-        await stream.send(json.dumps(event.as_dict()), "stage")
+        await stream.send(json.dumps(api.public_event(event)), "stage")
 
     try:
         try:
@@ -316,13 +312,11 @@ async def _chat_events(request: web.Request, state: ServerState, body: api.ChatB
                 stage,
             )
         except AllExpertsFailedError as exc:
-            payload = _failure_error(exc).body()
-            payload["candidates"] = [c.as_dict() for c in exc.candidates]
-            await stream.send(json.dumps(payload), "error")
+            await stream.send(json.dumps(api.failure_body(exc)), "error")
         except api.ApiError as exc:
             await stream.send(json.dumps(exc.body()), "error")
         else:
-            await stream.send(json.dumps(result.as_dict(), ensure_ascii=False), "result")
+            await stream.send(json.dumps(api.public_result(result), ensure_ascii=False), "result")
         await stream.response.write_eof()
     except ConnectionResetError:
         log.info("client went away during an event stream; its request was cancelled")
@@ -355,7 +349,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
                 ),
             )
         except AllExpertsFailedError as exc:
-            raise _failure_error(exc) from None
+            raise api.failure_error(exc) from None
         return _json(api.completion_body(result, parsed.model, ident))
 
 
@@ -384,7 +378,7 @@ async def _completion_events(
                 stage,
             )
         except AllExpertsFailedError as exc:
-            await stream.send(json.dumps(_failure_error(exc).body()))
+            await stream.send(json.dumps(api.failure_error(exc).body()))
         except api.ApiError as exc:
             await stream.send(json.dumps(exc.body()))
         else:
@@ -418,7 +412,7 @@ async def _readiness(state: ServerState) -> tuple[bool, dict[str, Any]]:
     try:
         memory = {"ok": True, "detail": await runtime.store.check()}
     except Exception as exc:  # any store failure makes the pod unready
-        memory = {"ok": False, "detail": f"memory store failed: {exc}"}
+        memory = {"ok": False, "detail": redact(f"memory store failed: {exc}")}
     ok = all(c.ok for c in checks) and bool(memory["ok"])
     return ok, {"ready": ok, "backends": [c.as_dict() for c in checks], "memory": memory}
 
@@ -450,6 +444,19 @@ def _log_failure(event: StageEvent) -> None:
         )
     elif event.cause is not None:
         log.warning("%s %s: %s (%s)", event.stage, event.name, event.detail, event.cause.value)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) without credentials."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def create_app(config: AppConfig, environ: Mapping[str, str]) -> web.Application:
@@ -503,7 +510,7 @@ async def serve(
     port: int | None = None,
 ) -> int:
     """Run until SIGTERM or SIGINT, then drain. Returns the process exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     server = config.server
     app = create_app(config, environ)
     runner = make_runner(app)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import aiosqlite
 
 from gorkheavy.config import AppConfig
+from gorkheavy.core.redact import redact
 from gorkheavy.core.types import Exchange
 
 
@@ -172,7 +173,7 @@ class PostgresStore:
                 "memory.store is postgresql but asyncpg is not installed; "
                 "install the extra: pip install 'gorkheavy-lite[postgres]'"
             ) from None
-        where = _redact(dsn)
+        where = redact(dsn)
         try:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=connect_s)
             async with pool.acquire() as connection:
@@ -183,7 +184,7 @@ class PostgresStore:
                     await connection.execute("SELECT pg_advisory_unlock(724105)")
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise MemoryStoreError(
-                f"cannot use the PostgreSQL memory at {where} ({exc}); check memory.dsn"
+                f"cannot use the PostgreSQL memory at {where} ({redact(str(exc))}); check memory.dsn"
             ) from None
         return cls(pool, where, (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError))
 
@@ -230,16 +231,6 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self._pool.close()
-
-
-def _redact(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep or "@" not in rest:
-        return dsn
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else dsn
 
 
 async def open_store(config: AppConfig, environ: Mapping[str, str]) -> Store:

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from gorkheavy import __version__
+from gorkheavy.core.redact import redact
 from gorkheavy.core.roster import KeepAlive, ModelSpec
 from gorkheavy.core.types import CallOptions, ChatMessage, ErrorCause, ModelCallError, ModelReply
 
@@ -32,7 +33,7 @@ _URL_ERRORS = (aiohttp.InvalidURL, ValueError)  # base_url aiohttp cannot use (y
 
 
 def pull_hint(spec: ModelSpec) -> str:
-    return f"OLLAMA_HOST={spec.base_url} ollama pull {spec.model}"
+    return f"OLLAMA_HOST={spec.where} ollama pull {spec.model}"
 
 
 def model_present(model: str, available: Sequence[str]) -> bool:
@@ -115,12 +116,12 @@ class OllamaClient:
             ) from None
         except aiohttp.ClientError as exc:  # e.g. not HTTP at all ("Bad status line")
             if isinstance(exc, aiohttp.InvalidURL):
-                raise _bad_url(url, exc) from None
+                raise _bad_url(redact(url), exc) from None
             raise ModelCallError(
                 ErrorCause.MALFORMED, f"{spec.label}: not an HTTP answer ({_describe(exc)})"
             ) from None
         except _URL_ERRORS as exc:
-            raise _bad_url(url, exc) from None
+            raise _bad_url(redact(url), exc) from None
 
     async def _status_error(self, spec: ModelSpec, response: aiohttp.ClientResponse) -> ModelCallError:
         raw = await response.content.read(64 * 1024)
@@ -133,7 +134,7 @@ class OllamaClient:
         if response.status == 404:
             return ModelCallError(
                 ErrorCause.MODEL_NOT_FOUND,
-                f"{spec.name}: model '{spec.model}' is not on {spec.base_url} ({message or 'not found'}); "
+                f"{spec.name}: model '{spec.model}' is not on {spec.where} ({message or 'not found'}); "
                 f"pull it with: {pull_hint(spec)}",
                 status=404,
             )
@@ -206,30 +207,31 @@ class OllamaClient:
     async def tags(self, base_url: str, limit_s: float) -> TagsResult:
         """The models a server has (GET /api/tags); raises ModelCallError when it cannot say."""
         url = f"{base_url}/api/tags"
+        shown = redact(url)
         try:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=limit_s)) as response:
                 if response.status != 200:
                     raise ModelCallError(
                         ErrorCause.HTTP_STATUS,
-                        f"{url}: HTTP {response.status}",
+                        f"{shown}: HTTP {response.status}",
                         status=response.status,
                     )
                 data = await response.json(content_type=None)
         except _CONNECTION_ERRORS as exc:
-            raise ModelCallError(ErrorCause.CONNECTION, f"{url}: {_describe(exc)}") from None
+            raise ModelCallError(ErrorCause.CONNECTION, f"{shown}: {_describe(exc)}") from None
         except aiohttp.InvalidURL as exc:
-            raise _bad_url(url, exc) from None
+            raise _bad_url(shown, exc) from None
         except aiohttp.ClientError as exc:  # e.g. not HTTP at all ("Bad status line")
             raise ModelCallError(
-                ErrorCause.MALFORMED, f"{url}: not an HTTP answer ({_describe(exc)})"
+                ErrorCause.MALFORMED, f"{shown}: not an HTTP answer ({_describe(exc)})"
             ) from None
         except TimeoutError:
-            raise ModelCallError(ErrorCause.TIMEOUT, f"{url}: no answer within {limit_s:g} s") from None
+            raise ModelCallError(ErrorCause.TIMEOUT, f"{shown}: no answer within {limit_s:g} s") from None
         except ValueError as exc:
-            raise ModelCallError(ErrorCause.MALFORMED, f"{url}: not JSON ({_short(str(exc))})") from None
+            raise ModelCallError(ErrorCause.MALFORMED, f"{shown}: not JSON ({_short(str(exc))})") from None
         models = data.get("models") if isinstance(data, dict) else None
         if not isinstance(models, list):
-            raise ModelCallError(ErrorCause.MALFORMED, f"{url}: no 'models' list in the reply")
+            raise ModelCallError(ErrorCause.MALFORMED, f"{shown}: no 'models' list in the reply")
         names = tuple(
             str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict) and m.get("name")
         )
@@ -255,5 +257,5 @@ def _short(text: str, limit: int = 160) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    text = redact(str(exc)) or type(exc).__name__
     return _short(text)

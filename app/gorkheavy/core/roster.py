@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gorkheavy.core.redact import redact
 from gorkheavy.core.types import Strategy
 
 # What Ollama accepts as keep_alive: seconds as a number (negative: for ever) or a Go duration string
@@ -24,8 +25,13 @@ class ModelSpec:
     think: bool | None = None
 
     @property
+    def where(self) -> str:
+        """``base_url`` as messages show it: without a password."""
+        return redact(self.base_url)
+
+    @property
     def label(self) -> str:
-        return f"{self.name} ({self.model} at {self.base_url})"
+        return f"{self.name} ({self.model} at {self.where})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -341,3 +341,33 @@ def test_doctor_reports_a_backend_that_does_not_speak_http(
     assert "does not behave like an Ollama server" in done.stdout
     assert asked.returncode == 0, asked.stderr
     assert "Traceback" not in asked.stderr
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://app:s3cret@127.0.0.1:9/gorkheavy",
+        "postgresql://app@127.0.0.1:9/gorkheavy?password=s3cret",
+        "host=127.0.0.1 port=9 user=app password=s3cret dbname=gorkheavy",
+    ],
+)
+def test_doctor_never_prints_a_password(tmp_path: Path, standin: tuple[OllamaStandin, str], dsn: str) -> None:
+    _, url = standin
+    data = roster(url, memory={"store": "postgresql"})
+    data["models"][2]["base_url"] = "http://admin:s3cret@127.0.0.1:9"
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump(data))
+    for extra in ([], ["--json"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "gorkheavy", "doctor", "--config", str(path), "--timeout", "2", *extra],
+            capture_output=True,
+            text=True,
+            env={**env(tmp_path), "GORKHEAVY_MEMORY_DSN": dsn},
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 1
+        assert "memory" in done.stdout
+        assert "s3cret" not in done.stdout + done.stderr
+        assert "***" in done.stdout

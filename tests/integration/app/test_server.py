@@ -445,3 +445,48 @@ async def test_a_client_leaving_a_plain_request_frees_its_slot(backend: Backend,
                 break
             await asyncio.sleep(0.05)
         assert gauge == "gorkheavy_requests_in_flight 0.0"
+
+
+async def test_no_password_on_readyz_in_client_errors_or_in_the_log(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gorkheavy")
+    data = roster(backend.url)
+    for entry in data["models"][1:4]:  # every expert on a closed port, behind a password
+        entry["base_url"] = "http://admin:s3cret@127.0.0.1:9"
+    data["retries"] = 0
+    async with running(create_app(build(data), {})) as url, aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/readyz") as response:
+            assert response.status == 503
+            ready = await response.text()
+        status, body, _ = await post(http, f"{url}/v1/chat", {"session": "s", "message": "q"})
+        async with http.post(f"{url}/v1/chat", json={"session": "s", "message": "q", "stream": True}) as r:
+            events = await r.text()
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(
+                model="gorkheavy", messages=[{"role": "user", "content": "q"}]
+            )
+    assert "s3cret" not in ready
+    assert "admin:***@127.0.0.1:9" in ready  # the operator still sees which backend
+    assert status == 502
+    client_texts = json.dumps(body) + events + str(caught.value)
+    assert "s3cret" not in client_texts
+    assert "127.0.0.1" not in client_texts  # no backend URL or address
+    assert "connection failed" in body["error"]["message"]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "connection failed" in logged
+    assert "s3cret" not in logged
+
+
+async def test_memory_errors_sent_to_clients_carry_no_file_path(backend: Backend, tmp_path: Path) -> None:
+    config = build(roster(backend.url, memory={"store": "sqlite", "path": str(tmp_path / "m.db")}))
+    app = create_app(config, {})
+    async with running(app) as url, aiohttp.ClientSession() as http:
+        runtime = app[STATE].runtime
+        assert runtime is not None
+        await runtime.store._db.execute("DROP TABLE exchanges")  # type: ignore[attr-defined]
+        status, body, _ = await post(http, f"{url}/v1/chat", {"session": "s", "message": "q"})
+    assert status == 503
+    assert str(tmp_path) not in json.dumps(body)
+    assert "<path>" in body["error"]["message"]
