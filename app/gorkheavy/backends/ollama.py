@@ -1,4 +1,5 @@
-"""Ollama over HTTP: ``/api/chat`` with streaming and ``/api/tags``, on one pooled aiohttp session.
+"""Ollama over HTTP: ``/api/chat`` with streaming, ``/api/tags`` and ``/api/ps``, on one pooled aiohttp
+session.
 
 One :class:`OllamaClient` (one ``aiohttp.ClientSession``) serves every backend of the roster for the life
 of the process. Calls stream NDJSON and assemble the reply; a line with an ``error`` key (an error after the
@@ -206,7 +207,14 @@ class OllamaClient:
 
     async def tags(self, base_url: str, limit_s: float) -> TagsResult:
         """The models a server has (GET /api/tags); raises ModelCallError when it cannot say."""
-        url = f"{base_url}/api/tags"
+        return TagsResult(await self._model_names(f"{base_url}/api/tags", limit_s))
+
+    async def running(self, base_url: str, limit_s: float) -> TagsResult:
+        """The models a server holds in memory now (GET /api/ps); raises ModelCallError when it cannot say."""
+        return TagsResult(await self._model_names(f"{base_url}/api/ps", limit_s))
+
+    async def _model_names(self, url: str, limit_s: float) -> tuple[str, ...]:
+        """The names of a ``{"models": [{"name": ...}]}`` listing (what /api/tags and /api/ps answer)."""
         shown = redact(url)
         try:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=limit_s)) as response:
@@ -232,10 +240,9 @@ class OllamaClient:
         models = data.get("models") if isinstance(data, dict) else None
         if not isinstance(models, list):
             raise ModelCallError(ErrorCause.MALFORMED, f"{shown}: no 'models' list in the reply")
-        names = tuple(
+        return tuple(
             str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict) and m.get("name")
         )
-        return TagsResult(names)
 
 
 def _bad_url(url: str, exc: BaseException) -> ModelCallError:
