@@ -10,6 +10,7 @@ Endpoints::
     GET  /healthz               liveness: the process answers
     GET  /readyz                readiness: every backend reachable with its model present, memory usable
     GET  /metrics               Prometheus text format
+    GET  /                      the web page (gorkheavy.web), with its read-only JSON under /v1/ui/
 
 Ensemble requests take a slot (``server.max_in_flight``); when all are busy up to ``server.max_queue`` wait,
 and beyond that the answer is 503 with ``Retry-After``. On SIGTERM the server stops reporting ready, waits
@@ -36,6 +37,7 @@ from typing import Any
 from aiohttp import web
 
 from gorkheavy import api
+from gorkheavy import web as webui
 from gorkheavy.backends.memory import MemoryStoreError
 from gorkheavy.config import AppConfig
 from gorkheavy.core.redact import for_clients, redact
@@ -487,6 +489,7 @@ def create_app(config: AppConfig, environ: Mapping[str, str]) -> web.Application
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    webui.install(app, webui.Sources(config, app_metrics, state.pipeline_runtime))
     return app
 
 
