@@ -10,12 +10,13 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from gorkheavy.backends.memory import Store, open_store
 from gorkheavy.backends.ollama import OllamaClient, make_session, model_present, pull_hint
 from gorkheavy.config import AppConfig
 from gorkheavy.core.pipeline import EventSink, Pipeline
+from gorkheavy.core.redact import redact
 from gorkheavy.core.roster import ModelSpec
 from gorkheavy.core.types import ErrorCause, ModelCallError
 
@@ -129,3 +130,11 @@ async def check_backends(
         else:
             checks.append(BackendCheck(role, spec, True, seconds=seconds))
     return checks
+
+
+async def check_store(store: Store) -> dict[str, Any]:
+    """Whether the memory store works: ``{"ok", "detail"}``, the failure's text redacted."""
+    try:
+        return {"ok": True, "detail": await store.check()}
+    except Exception as exc:  # any store failure is reported, never raised
+        return {"ok": False, "detail": redact(f"memory store failed: {exc}")}

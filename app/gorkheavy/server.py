@@ -43,7 +43,7 @@ from gorkheavy.config import AppConfig
 from gorkheavy.core.redact import for_clients, redact
 from gorkheavy.core.types import AllExpertsFailedError, EnsembleResult, StageEvent, StageStatus
 from gorkheavy.metrics import Metrics
-from gorkheavy.runtime import BackendCheck, Runtime, check_backends, open_runtime
+from gorkheavy.runtime import BackendCheck, Runtime, check_backends, check_store, open_runtime
 
 log = logging.getLogger("gorkheavy.server")
 
@@ -410,11 +410,7 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 async def _readiness(state: ServerState) -> tuple[bool, dict[str, Any]]:
     runtime = state.pipeline_runtime()
     checks: list[BackendCheck] = await check_backends(runtime.client, state.config, limit_s=2.0)
-    memory: dict[str, Any]
-    try:
-        memory = {"ok": True, "detail": await runtime.store.check()}
-    except Exception as exc:  # any store failure makes the pod unready
-        memory = {"ok": False, "detail": redact(f"memory store failed: {exc}")}
+    memory = await check_store(runtime.store)  # any store failure makes the pod unready
     ok = all(c.ok for c in checks) and bool(memory["ok"])
     return ok, {"ready": ok, "backends": [c.as_dict() for c in checks], "memory": memory}
 

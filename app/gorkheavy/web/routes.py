@@ -32,7 +32,7 @@ from gorkheavy.backends.ollama import model_present
 from gorkheavy.config import AppConfig
 from gorkheavy.core.types import ModelCallError, Strategy
 from gorkheavy.metrics import Metrics
-from gorkheavy.runtime import Runtime, check_backends
+from gorkheavy.runtime import Runtime, check_backends, check_store
 from gorkheavy.web import stats
 
 STATIC = Path(__file__).parent / "static"
@@ -178,10 +178,7 @@ async def _backends(page: _Page) -> dict[str, Any]:
             return exc.message
 
     running = dict(zip(urls, await asyncio.gather(*(loaded(url) for url in urls)), strict=True))
-    try:
-        store: dict[str, Any] = {"ok": True, "detail": await runtime.store.check()}
-    except Exception as exc:  # any store failure is what doctor reports
-        store = {"ok": False, "detail": f"memory store failed: {exc}"}
+    store = await check_store(runtime.store)
     covered, delta = page.window.recent()
     figures = stats.model_figures(delta)
     backends = []
