@@ -21,7 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.standins.ollama import ModelBehavior
 
@@ -197,6 +197,34 @@ def test_a_failing_expert_is_marked_and_counted(page: WebDriver, server: Server,
     assert "http_status" in llama.text
 
 
+def test_the_strategy_is_chosen_per_question_and_a_total_failure_says_why(
+    page: WebDriver, server: Server
+) -> None:
+    new_session(page, "strategy-demo")
+    Select(page.find_element(By.ID, "strategy")).select_by_visible_text("synthesize")
+    turn = ask(page, "Combine the answers")
+    turn.find_element(By.CSS_SELECTOR, "details.why summary").click()
+    assert turn.find_element(By.CSS_SELECTOR, '[data-fact="verdict"]').text.startswith("the judge wrote")
+    assert turn.find_element(By.CSS_SELECTOR, '[data-fact="winner"]').text == "judge"
+
+    with (
+        model_set(server, "qwen", failure="http_500"),
+        model_set(server, "qwen-small", failure="http_500"),
+        model_set(server, "llama", failure="http_500"),
+    ):
+        turn = ask(page, "Nobody can answer this")
+    assert turn.get_attribute("data-state") == "failed"
+    assert "no expert produced an answer" in turn.find_element(By.CSS_SELECTOR, ".notice").text
+    outcomes = {
+        r.get_attribute("data-candidate"): r.get_attribute("data-outcome")
+        for r in css(turn, "tr[data-candidate]")
+    }
+    assert outcomes == dict.fromkeys(("qwen-small", "qwen", "llama"), "error: http_status")
+    until(
+        page, lambda d: memory_questions(d) == ["Combine the answers"], "the memory, unchanged by the failure"
+    )
+
+
 def test_sessions_keep_their_memory_apart(page: WebDriver, server: Server, shots: Path) -> None:
     new_session(page, "alice")
     ask(page, "My name is Alice and I like tea")
@@ -300,8 +328,9 @@ def test_on_a_phone_with_the_keyboard_only(page: WebDriver, server: Server, shot
         assert outline not in ("", "none")  # a visible focus ring
         shoot(page, shots / "phone-chat.png")
 
-        tab_to("tab-models", back=True)
-        page.switch_to.active_element.send_keys(Keys.ENTER)
+        tab_to("tab-chat", back=True)  # the tabs are one stop; the arrow keys move between them
+        page.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+        assert page.execute_script("return document.activeElement.id") == "tab-models"
         until(page, lambda d: len(css(d, "tr[data-backend]")) == 5, "the models view")
         assert overflow(page) <= 0
         shoot(page, shots / "phone-models.png")

@@ -568,6 +568,18 @@ function App() {
     setAuth({ need: true, message: "The server refused the token; enter the current one." });
   }, []);
 
+  // the tabs as one stop of the Tab key; Left/Right (Home/End) move between them, as ARIA's tab pattern says
+  const tabKeys = (e) => {
+    const keys = VIEWS.map(([key]) => key);
+    const at = keys.indexOf(view);
+    const next = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: keys.length - 1 }[e.key];
+    if (next === undefined) return;
+    e.preventDefault();
+    const key = keys[(next + keys.length) % keys.length];
+    setView(key);
+    document.getElementById(`tab-${key}`).focus();
+  };
+
   if (problem) return html`<main><p class="notice" role="alert">${problem}</p></main>`;
   if (auth.need)
     return html`<${Login} message=${auth.message}
@@ -576,10 +588,10 @@ function App() {
   const experts = overview.roster.filter((m) => m.role === "expert").map((m) => m.name);
   return html`<header class="top">
       <h1>gorkheavy</h1>
-      <nav class="tabs" role="tablist" aria-label="views">
+      <nav class="tabs" role="tablist" aria-label="views" onKeyDown=${tabKeys}>
         ${VIEWS.map(
           ([key, label]) => html`<button key=${key} type="button" role="tab" id=${`tab-${key}`} aria-selected=${view === key ? "true" : "false"}
-            aria-controls="view" onClick=${() => setView(key)}>${label}</button>`,
+            tabindex=${view === key ? "0" : "-1"} aria-controls="view" onClick=${() => setView(key)}>${label}</button>`,
         )}
       </nav>
       <span class="who">${experts.length} experts (${experts.join(", ")}) · judge ${overview.roster.find((m) => m.role === "judge").name}</span>
