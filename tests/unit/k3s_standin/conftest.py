@@ -1,0 +1,51 @@
+"""Fixtures: the stand-in built once per session, and a running server (module scope) on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gorkheavy_lab.k3s.testing import Process, build_artifact, free_port, running
+
+
+@pytest.fixture(scope="session")
+def k3s_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_artifact(tmp_path_factory.mktemp("k3s-artifact"))
+
+
+@pytest.fixture(scope="module")
+def server(k3s_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    root = tmp_path_factory.mktemp("k3s-server")
+    port = free_port()
+    config = root / "etc" / "k3s" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        'write-kubeconfig-mode: "0640"\n'
+        "tls-san: [k3s.example.test]\n"
+        "node-label: [gorkheavy.io/role=orchestrator]\n"
+        "kube-controller-manager-arg: [node-monitor-grace-period=4s]\n"
+        "tls_san: typo.example.test\n"
+    )
+    (config.parent / "config.yaml.d").mkdir()
+    (config.parent / "config.yaml.d" / "10-taint.yaml").write_text(
+        "node-taint: [node-role.kubernetes.io/control-plane=true:NoSchedule]\n"
+    )
+    args = [
+        "server",
+        "-c",
+        str(config),
+        "-d",
+        str(root / "data"),
+        "--https-listen-port",
+        str(port),
+        "--node-name",
+        "k3sim-server",
+        "--node-ip",
+        "127.0.0.1",
+        "--write-kubeconfig",
+        str(root / "k3s.yaml"),
+    ]
+    with running(k3s_binary, root, args) as process:
+        process.port = port  # type: ignore[attr-defined]
+        yield process

@@ -1,0 +1,134 @@
+"""The command line as K3s has it: version format, flag refusal, config file merge and unknown keys."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gorkheavy_lab.k3s import flags
+from gorkheavy_lab.k3s.build import build
+from gorkheavy_lab.k3s.logs import Logger
+
+FATAL = re.compile(r'^time="[0-9T:+Z-]+" level=fatal msg="(?P<msg>.*)"$')
+
+
+def run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(binary), *args], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+@pytest.mark.parametrize("flag", ["--version", "-v"])
+def test_version_prints_k3s_two_line_format(k3s_binary: Path, flag: str) -> None:
+    result = run(k3s_binary, flag)
+    assert result.returncode == 0
+    assert re.fullmatch(
+        r"k3s version v1\.36\.4\+k3s1 \([0-9a-f]{8}\)\ngo version go1\.\d+\.\d+\n", result.stdout
+    )
+
+
+def test_version_of_another_build_is_that_version(tmp_path: Path) -> None:
+    build(tmp_path, "v1.36.5+k3s1", "arm64")
+    result = run(tmp_path / "k3s-arm64", "--version")
+    assert result.stdout.startswith("k3s version v1.36.5+k3s1 (")
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "name"),
+    [
+        ("server", "--bogus-flag", "bogus-flag"),
+        ("server", "--tls_san=x", "tls_san"),
+        ("agent", "--tls-san=x", "tls-san"),
+        ("agent", "--node-labels", "node-labels"),
+    ],
+)
+def test_unknown_flag_is_a_usage_error_exit_1(k3s_binary: Path, command: str, flag: str, name: str) -> None:
+    result = run(k3s_binary, command, flag)
+    assert result.returncode == 1
+    assert result.stdout.startswith(
+        f"Incorrect Usage: flag provided but not defined: -{name}\n\nNAME:\n   k3s {command} - "
+    )
+    last = result.stderr.strip().splitlines()[-1]
+    match = FATAL.match(last)
+    assert match is not None, last
+    assert match["msg"] == f"flag provided but not defined: -{name}"
+
+
+def test_value_flag_without_value_and_bad_boolean(k3s_binary: Path) -> None:
+    result = run(k3s_binary, "agent", "--server")
+    assert result.returncode == 1
+    assert 'msg="flag needs an argument: -server"' in result.stderr
+    result = run(k3s_binary, "server", "--cluster-init=maybe")
+    assert 'msg="invalid boolean value \\"maybe\\" for -cluster-init: parse error"' in result.stderr
+
+
+def test_agent_needs_token_and_server(k3s_binary: Path, tmp_path: Path) -> None:
+    result = run(k3s_binary, "agent", "-c", str(tmp_path / "none.yaml"))
+    assert result.returncode == 1
+    assert 'msg="--token is required"' in result.stderr
+    result = run(k3s_binary, "agent", "-c", str(tmp_path / "none.yaml"), "--token", "abc")
+    assert 'msg="--server is required"' in result.stderr
+
+
+def test_config_unknown_key_is_skipped_with_k3s_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("tls_san: [a.example]\nnode-labels: [x=y]\nnode-label: [a=b]\n")
+    values = flags.resolve("server", ["-c", str(config)], {}, Logger())
+    err = capsys.readouterr().err
+    assert 'level=warning msg="Unknown flag --tls_san found in config.yaml, skipping\\n"' in err
+    assert 'level=warning msg="Unknown flag --node-labels found in config.yaml, skipping\\n"' in err
+    assert values["node-label"] == ["a=b"]
+    assert "tls-san" not in values
+
+
+def test_config_dropins_append_and_cli_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("node-label: [a=1]\nnode-name: from-main\nwrite-kubeconfig-mode: 0644\n")
+    dropins = tmp_path / "config.yaml.d"
+    dropins.mkdir()
+    (dropins / "20-b.yaml").write_text("node-label+: [c=3]\n")
+    (dropins / "10-a.yml").write_text("node-label+: [b=2]\nnode-name: from-dropin\n")
+    (dropins / "30-ignored.txt").write_text("node-name: never\n")
+    values = flags.resolve("agent", ["-c", str(config), "--node-name", "from-cli"], {}, Logger())
+    assert values["node-label"] == ["a=1", "b=2", "c=3"]
+    assert values["node-name"] == "from-cli"
+    # YAML 1.1 reads an unquoted 0644 as the octal integer 420, exactly as K3s's yaml.v2 does
+    values = flags.resolve("server", ["-c", str(config)], {}, Logger())
+    assert values["write-kubeconfig-mode"] == "420"
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    config = tmp_path / "other.yaml"
+    config.write_text("node-name: from-env-config\n")
+    values = flags.resolve(
+        "agent", [], {"K3S_CONFIG_FILE": str(config), "K3S_URL": "https://x:6443"}, Logger()
+    )
+    assert values["node-name"] == "from-env-config"
+    assert values["server"] == "https://x:6443"
+
+
+def test_build_writes_release_assets_reproducibly(tmp_path: Path) -> None:
+    first = build(tmp_path / "a", "v1.36.4+k3s1", "amd64")
+    second = build(tmp_path / "b", "v1.36.4+k3s1", "amd64")
+    assert first == second
+    assert sorted(first) == ["k3s", "k3s-airgap-images-amd64.tar"]
+    sums = (tmp_path / "a" / "sha256sum-amd64.txt").read_text()
+    for name, digest in first.items():
+        assert f"{digest}  {name}\n" in sums
+        assert hashlib.sha256((tmp_path / "a" / name).read_bytes()).hexdigest() == digest
+    binary = (tmp_path / "a" / "k3s").read_bytes()
+    assert binary.startswith(b"#!/usr/bin/env python3\n")
+    assert (tmp_path / "a" / "k3s").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize(("version", "arch"), [("1.36.4", "amd64"), ("v1.36.4+k3s1", "armhf")])
+def test_build_refuses_bad_version_or_arch(tmp_path: Path, version: str, arch: str) -> None:
+    with pytest.raises(ValueError, match=r"version|arch"):
+        build(tmp_path / "x", version, arch)
+    assert not (tmp_path / "x").exists()
