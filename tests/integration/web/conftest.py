@@ -32,8 +32,6 @@ TOKEN = "web-test-token-7f3a9c"
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 
-pytestmark = pytest.mark.browser
-
 
 @dataclass
 class Server:

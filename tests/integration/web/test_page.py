@@ -90,6 +90,9 @@ def page(browser: WebDriver, server: Server) -> Iterator[WebDriver]:
     until(browser, lambda d: d.find_element(By.ID, "question"), "the chat view")
     yield browser
     assert severe_logs(browser) == []
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded
+    assert [url for url in loaded if not url.startswith(server.url + "/")] == []  # nothing from elsewhere
 
 
 @contextlib.contextmanager
@@ -99,7 +102,7 @@ def model_set(server: Server, name: str, **changes: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        server.model(name, failure="none", latency=0.05)
+        server.model(name, failure="none", latency=0.05, reply=None)
 
 
 def new_session(driver: WebDriver, name: str) -> None:
@@ -189,6 +192,15 @@ def test_a_failing_expert_is_marked_and_counted(page: WebDriver, server: Server,
     assert "HTTP 500" in row.text
     assert turn.find_element(By.CSS_SELECTOR, '[data-fact="winner"]').text != "llama"
     shoot(page, shots / "expert-failed.png")
+
+    with model_set(server, "qwen", reply="long " * 3000):  # past the expert's 1024-token cap
+        turn = ask(page, "Say a lot")
+    turn.find_element(By.CSS_SELECTOR, "details.why summary").click()
+    row = turn.find_element(By.CSS_SELECTOR, 'tr[data-candidate="qwen"]')
+    assert row.get_attribute("data-outcome") == "cut for length"  # kept, flagged, still a candidate
+    assert "long long" in row.text
+    assert "size limit" in row.text
+    assert "cut" in turn.find_element(By.CSS_SELECTOR, '.chip[data-model="qwen"]').text
 
     page.find_element(By.ID, "tab-models").click()
     llama = until(page, lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-backend="llama"]'), "the models")

@@ -210,8 +210,9 @@ function Progress({ events }) {
   if (!items.length) return null;
   return html`<ul class="progress" aria-label="models">
     ${items.map((e) => {
+      const done = e.cause === "too_long" ? `${seconds(e.seconds)}, cut` : seconds(e.seconds);
       const label =
-        e.status === "start" ? "working…" : e.status === "ok" ? seconds(e.seconds) : e.status === "skipped" ? "skipped" : `${e.cause || "error"}`;
+        e.status === "start" ? "working…" : e.status === "ok" ? done : e.status === "skipped" ? "skipped" : `${e.cause || "error"}`;
       return html`<li key=${`${e.stage}:${e.name}`} class=${`chip ${e.status}`} data-model=${e.name} data-status=${e.status}
         title=${e.detail || ""}>${e.name}: ${label}</li>`;
     })}
@@ -226,14 +227,19 @@ function Candidates({ candidates, winner }) {
       <tbody>
         ${candidates.map((c) => {
           const outcome = outcomeOf(c);
-          const cls = [c.name === winner ? "chosen" : "", outcome === "ok" ? "" : "failed"].join(" ").trim();
+          const cut = outcome === "cut for length";
+          const cls = [c.name === winner ? "chosen" : "", outcome === "ok" ? "" : cut ? "cut" : "failed"].join(" ").trim();
           return html`<tr key=${c.name} class=${cls} data-candidate=${c.name} data-outcome=${outcome}>
             <td data-label="Expert">${c.name}${c.name === winner ? html` <span class="badge">chosen</span>` : ""}</td>
             <td data-label="Model">${c.model}</td>
             <td data-label="Query">${c.query}</td>
             <td data-label="Time">${seconds(c.seconds)}</td>
             <td data-label="Outcome" class=${`outcome ${outcome === "ok" ? "ok" : ""}`}>${outcome}</td>
-            <td data-label="Answer" class="text">${c.error ? html`<span class="failed-text">${c.error}</span>` : c.text}</td>
+            <td data-label="Answer" class="text">${cut
+              ? html`${c.text}<div class="small cut-text">${c.error}</div>`
+              : c.error
+                ? html`<span class="failed-text">${c.error}</span>`
+                : c.text}</td>
           </tr>`;
         })}
       </tbody>
