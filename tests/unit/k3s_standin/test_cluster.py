@@ -324,3 +324,26 @@ def test_node_goes_unknown_when_its_agent_stops(k3s_binary: Path, server: Proces
     )
     keys = {(t["key"], t["effect"]) for t in node["spec"]["taints"]}
     assert ("node.kubernetes.io/unreachable", "NoExecute") in keys
+
+
+def test_kubectl_apply_wait_explain_and_strict_fields(server: Process, tmp_path: Path) -> None:
+    manifest = tmp_path / "ns.yaml"
+    manifest.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: k3sim-apply\n  labels: {a: b}\n")
+    assert kubectl(server, "apply", "-f", str(manifest)).strip() == "namespace/k3sim-apply created"
+    assert kubectl(server, "apply", "-f", str(manifest)).strip() == "namespace/k3sim-apply unchanged"
+    manifest.write_text(manifest.read_text().replace("a: b", "a: c"))
+    assert kubectl(server, "apply", "-f", str(manifest)).strip() == "namespace/k3sim-apply configured"
+    assert "a=c" in kubectl(server, "get", "namespace", "k3sim-apply", "--show-labels")
+    manifest.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: k3sim-bad\n  bogus: 1\n")
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", str(server.root / "k3s.yaml"), "apply", "-f", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert 'strict decoding error: unknown field "metadata.bogus"' in result.stderr
+    out = kubectl(server, "wait", "--for=condition=Ready", "node/k3sim-server", "--timeout=10s")
+    assert out.strip() == "node/k3sim-server condition met"
+    assert "FIELD: taints <[]Taint>" in kubectl(server, "explain", "node.spec.taints")

@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from . import openapi, tables, validation
 from . import patch as patches
-from . import tables, validation
 from .errors import UNAUTHORIZED, ApiError, already_exists, bad_request, conflict, forbidden, not_found
 from .registry import Obj, Registry, ResourceType
 from .selectors import field_matcher, label_matcher
@@ -105,6 +105,8 @@ class ApiServer:
                 web.get("/healthz", self.health),
                 web.get("/api", self.core_versions),
                 web.get("/api/", self.core_versions),
+                web.get("/openapi/v3", self.openapi_index),
+                web.get("/openapi/v3/{path:.*}", self.openapi_document),
                 web.get("/apis", self.group_list),
                 web.get("/apis/", self.group_list),
                 web.route("*", "/api/{version}", self.resource_list_core),
@@ -142,6 +144,25 @@ class ApiServer:
             text="ok" if ok else "[-]poststarthook failed: reason withheld\n",
             status=200 if ok else 500,
             content_type="text/plain",
+        )
+
+    async def openapi_index(self, request: web.Request) -> web.Response:
+        self.authenticated(request)
+        return self.json(openapi.index(self.registry))
+
+    async def openapi_document(self, request: web.Request) -> web.Response:
+        self.authenticated(request)
+        parts = request.match_info["path"].strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "api":
+            group, version = "", parts[1]
+        elif len(parts) == 3 and parts[0] == "apis":
+            group, version = parts[1], parts[2]
+        else:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if not self.registry.in_version(group, version):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return web.Response(
+            text=openapi.document_text(self.registry, group, version), content_type="application/json"
         )
 
     async def core_versions(self, request: web.Request) -> web.Response:
@@ -343,16 +364,33 @@ class ApiServer:
             ns_ok = namespace is None or obj["metadata"].get("namespace", "") == namespace
             return ns_ok and labels(obj["metadata"].get("labels") or {}) and fields(obj)
 
+        as_table = self._wants_table(request)
+        include = request.query.get("includeObject", "")
+
         async def send(kind: str, obj: Obj) -> None:
             obj.setdefault("apiVersion", rtype.api_version)
             obj.setdefault("kind", rtype.kind)
-            await response.write((json.dumps({"type": kind, "object": obj}) + "\n").encode())
+            body = (
+                tables.table(rtype, [obj], obj["metadata"]["resourceVersion"], include) if as_table else obj
+            )
+            await response.write((json.dumps({"type": kind, "object": body}) + "\n").encode())
 
+        async def bookmark(initial_end: bool) -> None:
+            meta: dict[str, Any] = {"resourceVersion": str(self.store.resource_version)}
+            if initial_end:
+                meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+            obj = {"kind": rtype.kind, "apiVersion": rtype.api_version, "metadata": meta}
+            await response.write((json.dumps({"type": "BOOKMARK", "object": obj}) + "\n").encode())
+
+        initial = request.query.get("sendInitialEvents") == "true"
         try:
-            if since in {"", "0"}:
+            if since in {"", "0"} or initial:
                 for obj in self.store.list(rtype, namespace):
                     if matches(obj):
                         await send("ADDED", obj)
+                if initial:
+                    await bookmark(initial_end=True)
+                    since = str(self.store.resource_version)
             floor = int(since) if since.isdigit() else 0
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout

@@ -19,7 +19,7 @@ from .registry import Obj, ResourceType
 SCHEMA_DIR = "data/schemas/v1.36"
 
 
-def _stem(rtype: ResourceType) -> str:
+def stem(rtype: ResourceType) -> str:
     if rtype.group:
         return f"{rtype.kind.lower()}-{rtype.group.split('.')[0]}-{rtype.version}"
     return f"{rtype.kind.lower()}-{rtype.version}"
@@ -61,7 +61,7 @@ def validator(stem: str) -> jsonschema.protocols.Validator | None:
 
 
 def has_schema(rtype: ResourceType) -> bool:
-    return validator(_stem(rtype)) is not None
+    return validator(stem(rtype)) is not None
 
 
 def _field(path: Any) -> str:
@@ -81,7 +81,7 @@ def _drop(obj: Any, path: list[Any], name: str) -> None:
 
 def validate(rtype: ResourceType, obj: Obj, field_validation: str) -> list[str]:
     """Validate (and, unless Strict, strip unknown fields of) ``obj`` in place; returns warnings."""
-    check = validator(_stem(rtype))
+    check = validator(stem(rtype))
     if check is None:
         return []
     mode = (field_validation or "Warn").capitalize()
