@@ -3,8 +3,10 @@
 #
 # The image is a Debian 12 host as a cloud VM would be handed over: systemd as PID 1, sshd, python3, sudo,
 # plus everything the prepare roles install (ufw, systemd-timesyncd, kmod, procps, iptables, python3-apt), so
-# that converging a test host never needs a package archive. chrony conflicts with systemd-timesyncd, so it is
-# not installed: its packages are downloaded into the image's apt cache and install offline when a test asks for it.
+# that converging a test host never needs a package archive, plus the Debian Python packages the K3s stand-in's
+# zipapp runs on (python3-aiohttp, -yaml, -cryptography, -jsonschema; see app/gorkheavy_lab/k3s/README.md).
+# chrony conflicts with systemd-timesyncd, so it is not installed: its packages are downloaded into the image's
+# apt cache and install offline when a test asks for it.
 #
 # The image carries the label gorkheavy.recipe=<sha256 of this script>; when an image with the same label exists
 # the build is skipped (FORCE=1 rebuilds). Needs root, debootstrap, podman and the Debian archive.
@@ -22,6 +24,8 @@ PACKAGES=(
   iproute2 iputils-ping procps kmod iptables ufw systemd-timesyncd
   ca-certificates tzdata less
 )
+# Installed with apt after debootstrap: debootstrap's own dependency ordering fails to configure them.
+STANDIN_PACKAGES=(python3-aiohttp python3-yaml python3-cryptography python3-jsonschema)
 CACHED_PACKAGES=(chrony)
 
 die() { echo "build-test-image: $*" >&2; exit 1; }
@@ -69,6 +73,8 @@ apt_in() { chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o
 apt_in update >>"$work/apt.log" 2>&1 || die "apt-get update failed: $(tail -n 5 "$work/apt.log")"
 # Bring the installed packages to the current point release so the cached ones resolve against them.
 apt_in dist-upgrade >>"$work/apt.log" 2>&1 || die "apt-get dist-upgrade failed: $(tail -n 5 "$work/apt.log")"
+apt_in install --no-install-recommends "${STANDIN_PACKAGES[@]}" >>"$work/apt.log" 2>&1 ||
+  die "installing ${STANDIN_PACKAGES[*]} failed: $(tail -n 5 "$work/apt.log")"
 apt_in clean
 apt_in --download-only install "${CACHED_PACKAGES[@]}" >>"$work/apt.log" 2>&1 ||
   die "caching ${CACHED_PACKAGES[*]} failed: $(tail -n 5 "$work/apt.log")"
