@@ -221,7 +221,7 @@ function Progress({ events }) {
 
 function Candidates({ candidates, winner }) {
   return html`<div class="scroll">
-    <table class="candidates">
+    <table class="candidates cards">
       <thead><tr><th scope="col">Expert</th><th scope="col">Model</th><th scope="col">Query</th>
         <th scope="col">Time</th><th scope="col">Outcome</th><th scope="col">Answer or error</th></tr></thead>
       <tbody>
@@ -441,7 +441,7 @@ function Models({ token, onAuth }) {
     ${problem && html`<p class="notice" role="alert">${problem}</p>`}
     ${data &&
     html`<div class="scroll">
-        <table>
+        <table class="cards" id="models-table">
           <thead><tr><th scope="col">Name</th><th scope="col">Role</th><th scope="col">Model</th><th scope="col">Health</th>
             <th scope="col">Loaded</th><th scope="col">p50</th><th scope="col">p99</th><th scope="col">Calls</th>
             <th scope="col">Error rate</th></tr></thead>
@@ -450,13 +450,15 @@ function Models({ token, onAuth }) {
               const r = b.recent || {};
               const causes = Object.entries(r.causes || {}).map(([k, v]) => `${k} ${v}`).join(", ");
               return html`<tr key=${b.name} data-backend=${b.name} data-health=${b.ok ? "ok" : "problem"}>
-                <td>${b.name}</td><td>${b.role}</td><td>${b.model}<div class="muted small">${b.base_url}</div></td>
-                <td>${b.ok
+                <td data-label="Name">${b.name}</td><td data-label="Role">${b.role}</td>
+                <td data-label="Model">${b.model}<div class="muted small">${b.base_url}</div></td>
+                <td data-label="Health">${b.ok
                   ? html`<span class="health-ok">ok</span> <span class="muted small">${seconds(b.seconds)}</span>`
                   : html`<span class="health-bad">problem</span><div class="small">${b.problem}</div><div class="small muted">${b.fix}</div>`}</td>
-                <td data-loaded=${String(b.loaded)}>${b.loaded === null ? html`<span class="muted" title=${b.loaded_error}>unknown</span>` : b.loaded ? "yes" : "no"}</td>
-                <td>${seconds(r.p50)}</td><td>${seconds(r.p99)}</td><td>${r.calls || 0}</td>
-                <td data-error-rate=${r.error_rate === undefined ? "" : String(r.error_rate)}>${percent(r.error_rate)}${causes && html`<div class="small muted">${causes}</div>`}</td>
+                <td data-label="Loaded" data-loaded=${String(b.loaded)}>${b.loaded === null ? html`<span class="muted" title=${b.loaded_error}>unknown</span>` : b.loaded ? "yes" : "no"}</td>
+                <td data-label="p50">${seconds(r.p50)}</td><td data-label="p99">${seconds(r.p99)}</td>
+                <td data-label="Calls">${r.calls || 0}</td>
+                <td data-label="Error rate" data-error-rate=${r.error_rate === undefined ? "" : String(r.error_rate)}>${percent(r.error_rate)}${causes && html`<div class="small muted">${causes}</div>`}</td>
               </tr>`;
             })}
           </tbody>
