@@ -464,9 +464,10 @@ async def _wait_first(awaitable: Any, tasks: list[asyncio.Task[Any]]) -> None:
     waiter = asyncio.ensure_future(awaitable)
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     for task in done:
-        if task is not waiter and task.exception() is not None:
+        error = task.exception() if task is not waiter else None
+        if error is not None:
             waiter.cancel()
-            raise task.exception()  # type: ignore[misc]
+            raise error
 
 
 def _seconds(text: str) -> float:

@@ -30,35 +30,34 @@ def _split(selector: str) -> list[str]:
     return parts
 
 
+def _requirement(term: str) -> Matcher:
+    equal_op = next((op for op in ("!=", "==", "=") if op in term), None)
+    if equal_op is not None:
+        left, right = (part.strip() for part in term.split(equal_op, 1))
+        negate = equal_op == "!="
+
+        def equality(labels: dict[str, str]) -> bool:
+            return (labels.get(left) == right) != negate
+
+        return equality
+    match = _SET.match(term)
+    if match is None:
+        raise bad_request(f"unable to parse requirement: {term!r}")
+    neg, key, op, values = match.groups()
+    allowed = {v.strip() for v in values.split(",")} if op else set()
+
+    def setwise(labels: dict[str, str]) -> bool:
+        if op == "in":
+            return labels.get(key) in allowed
+        if op == "notin":
+            return labels.get(key) not in allowed
+        return (key in labels) != bool(neg)
+
+    return setwise
+
+
 def label_matcher(selector: str | None) -> Matcher:
-    if not selector:
-        return lambda _labels: True
-    tests: list[Matcher] = []
-    for raw in _split(selector):
-        term = raw.strip()
-        for op in ("!=", "==", "="):
-            if op in term:
-                key, value = (s.strip() for s in term.split(op, 1))
-                if op == "!=":
-                    tests.append(lambda labels, k=key, v=value: labels.get(k) != v)
-                else:
-                    tests.append(lambda labels, k=key, v=value: labels.get(k) == v)
-                break
-        else:
-            match = _SET.match(term)
-            if match is None:
-                raise bad_request(f"unable to parse requirement: {term!r}")
-            neg, key, op, values = match.groups()
-            if op:
-                allowed = {v.strip() for v in values.split(",")}
-                if op == "in":
-                    tests.append(lambda labels, k=key, a=allowed: labels.get(k) in a)
-                else:
-                    tests.append(lambda labels, k=key, a=allowed: labels.get(k) not in a)
-            elif neg:
-                tests.append(lambda labels, k=key: k not in labels)
-            else:
-                tests.append(lambda labels, k=key: k in labels)
+    tests = [_requirement(raw.strip()) for raw in _split(selector or "")]
     return lambda labels: all(t(labels) for t in tests)
 
 

@@ -44,7 +44,8 @@ class Store:
             self._db.execute("CREATE TABLE IF NOT EXISTS objects (k TEXT PRIMARY KEY, data TEXT NOT NULL)")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
             for k, data in self._db.execute("SELECT k, data FROM objects"):
-                self._objects[tuple(json.loads(k))] = json.loads(data)  # type: ignore[arg-type]
+                group, plural, namespace, name = json.loads(k)
+                self._objects[(group, plural, namespace, name)] = json.loads(data)
             row = self._db.execute("SELECT v FROM meta WHERE k = 'rv'").fetchone()
             if row:
                 self._rv = int(row[0])

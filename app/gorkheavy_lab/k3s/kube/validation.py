@@ -84,7 +84,7 @@ def validate(rtype: ResourceType, obj: Obj, field_validation: str) -> list[str]:
     check = validator(stem(rtype))
     if check is None:
         return []
-    mode = (field_validation or "Warn").capitalize()
+    mode = field_validation or "Warn"
     if mode not in {"Strict", "Warn", "Ignore"}:
         raise bad_request(
             f'fieldValidation must be one of "Ignore", "Warn", or "Strict", got "{field_validation}"'
