@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,7 +28,7 @@ from gorkheavy.core.types import (
     Strategy,
 )
 
-SESSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+SESSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # the whole id (fullmatch)
 
 
 class ApiError(Exception):
@@ -42,6 +42,7 @@ class ApiError(Exception):
         param: str | None = None,
         kind: str = "invalid_request_error",
         code: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -49,6 +50,7 @@ class ApiError(Exception):
         self.param = param
         self.kind = kind
         self.code = code
+        self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
@@ -93,7 +95,7 @@ def parse_chat(data: object, *, max_chars: int) -> ChatBody:
         body = ChatBody.model_validate(data)
     except ValidationError as exc:
         raise _from_validation(exc) from None
-    if not SESSION_PATTERN.match(body.session):
+    if not SESSION_PATTERN.fullmatch(body.session):
         raise ApiError(
             400,
             "session: use 1 to 128 letters, digits or . _ : @ -, starting with a letter or digit",

@@ -173,6 +173,10 @@ class ServerConfig(_Strict):
     max_messages: Annotated[int, Field(ge=1, le=10_000)] = 200
     token_env: str = "GORKHEAVY_API_TOKEN"
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    # a client must send its request (headers and body) within this many seconds of connecting (or of
+    # its previous request on the connection), else it is cut: 408 for a body, a closed connection for
+    # headers
+    read_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
     drain_seconds: Annotated[float, Field(ge=0, le=600)] = 0.0
     model_id: str = "gorkheavy"
 

@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import signal
 import sys
 import time
@@ -34,13 +35,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gorkheavy import api
 from gorkheavy import web as webui
 from gorkheavy.backends.memory import MemoryStoreError
 from gorkheavy.config import AppConfig
 from gorkheavy.core.redact import for_clients, redact
+from gorkheavy.core.text import repair
 from gorkheavy.core.types import AllExpertsFailedError, EnsembleResult, StageEvent, StageStatus
 from gorkheavy.metrics import Metrics
 from gorkheavy.runtime import BackendCheck, Runtime, check_backends, check_store, open_runtime
@@ -117,6 +120,7 @@ class ServerState:
 
 
 STATE = web.AppKey("gorkheavy_state", ServerState)
+_STREAM_OUTCOME = web.RequestKey("gorkheavy_stream_outcome", int)  # the status an event stream ended with
 
 
 def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -129,19 +133,40 @@ def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
 
 
 def _error(exc: api.ApiError, headers: Mapping[str, str] | None = None) -> web.Response:
-    return _json(exc.body(), exc.status, headers)
+    return _json(exc.body(), exc.status, {**exc.headers, **(headers or {})})
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _check_content_type(request: web.Request) -> None:
+    """A body the API can read as JSON: not a form upload, not in a charset other than UTF-8."""
+    if request.content_type.startswith("multipart/"):
+        raise api.ApiError(415, f"Content-Type {request.content_type} is not accepted; send application/json")
+    charset = (request.charset or "utf-8").lower()
+    if charset not in ("utf-8", "utf8", "us-ascii", "ascii"):
+        raise api.ApiError(415, f"charset {charset} is not accepted; send the body as UTF-8 JSON")
 
 
 async def _read_json(request: web.Request) -> object:
+    _check_content_type(request)
+    limit_s = request.app[STATE].config.server.read_timeout
     try:
-        raw = await request.read()
+        async with asyncio.timeout(limit_s):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[STATE].config.server.max_body_bytes
         raise api.ApiError(413, f"the body is larger than {limit} bytes; send a shorter message") from None
+    except TimeoutError:
+        raise api.ApiError(408, f"the body did not arrive within {limit_s:g} s") from None
+    except (web_protocol.RequestPayloadError, HttpProcessingError) as exc:
+        cause = exc.__cause__ or exc
+        detail = getattr(cause, "message", "") or str(cause).splitlines()[0]
+        raise api.ApiError(400, f"the body could not be read ({detail or 'bad encoding'})") from None
     if not raw.strip():
         raise api.ApiError(400, "the body is empty; send a JSON object")
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except UnicodeDecodeError:
         raise api.ApiError(400, "the body is not UTF-8 text") from None
     except RecursionError:
@@ -150,6 +175,10 @@ async def _read_json(request: web.Request) -> object:
         raise api.ApiError(
             400, f"the body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
+    except ValueError as exc:  # e.g. an integer past Python's int-string limit (4,300 digits)
+        raise api.ApiError(400, f"the body is not usable JSON: {str(exc).split(';')[0]}") from None
+    # a lone UTF-16 surrogate escape (\ud83d) is valid JSON but no text: repair it as U+FFFD
+    return repair(data) if _SURROGATE_ESCAPE.search(raw) else data
 
 
 def _endpoint(request: web.Request) -> str:
@@ -163,7 +192,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     status = 500
     try:
         response = await handler(request)
-        status = response.status
+        # an event stream is 200 from its first byte: what counts is how it ended
+        status = request.get(_STREAM_OUTCOME, response.status)
         return response
     except api.ApiError as exc:
         status = exc.status
@@ -203,12 +233,15 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if token is not None and request.path.startswith("/v1/"):
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+        # header bytes that are not UTF-8 arrive as surrogate escapes: compare the bytes as sent
+        sent = given.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent, token):
             raise api.ApiError(
                 401,
                 "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
                 kind="authentication_error",
                 code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
             )
     return await handler(request)
 
@@ -297,6 +330,19 @@ async def _pump(
                 await task
 
 
+def _stream_error(request: web.Request, exc: Exception) -> api.ApiError:
+    """The error an event stream ends with (recorded as the request's outcome for the metrics)."""
+    if isinstance(exc, AllExpertsFailedError):
+        error = api.failure_error(exc)
+    elif isinstance(exc, api.ApiError):
+        error = exc
+    else:
+        log.error("unexpected error in the event stream of %s", request.path, exc_info=exc)
+        error = api.ApiError(500, "internal error; see the server log", kind="server_error", code="internal")
+    request[_STREAM_OUTCOME] = error.status
+    return error
+
+
 async def _chat_events(request: web.Request, state: ServerState, body: api.ChatBody) -> web.StreamResponse:
     stream = _EventStream(request)
     await stream.open()
@@ -313,10 +359,10 @@ async def _chat_events(request: web.Request, state: ServerState, body: api.ChatB
                 ),
                 stage,
             )
-        except AllExpertsFailedError as exc:
-            await stream.send(json.dumps(api.failure_body(exc)), "error")
-        except api.ApiError as exc:
-            await stream.send(json.dumps(exc.body()), "error")
+        except Exception as exc:  # the stream ends with an error event, never silently
+            error = _stream_error(request, exc)
+            payload = api.failure_body(exc) if isinstance(exc, AllExpertsFailedError) else error.body()
+            await stream.send(json.dumps(payload), "error")
         else:
             await stream.send(json.dumps(api.public_result(result), ensure_ascii=False), "result")
         await stream.response.write_eof()
@@ -379,10 +425,8 @@ async def _completion_events(
                 ),
                 stage,
             )
-        except AllExpertsFailedError as exc:
-            await stream.send(json.dumps(api.failure_error(exc).body()))
-        except api.ApiError as exc:
-            await stream.send(json.dumps(exc.body()))
+        except Exception as exc:  # the stream ends with an error, never silently
+            await stream.send(json.dumps(_stream_error(request, exc).body()))
         else:
             await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {"content": result.answer})))
             await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {}, "stop")))
@@ -489,15 +533,56 @@ def create_app(config: AppConfig, environ: Mapping[str, str]) -> web.Application
     return app
 
 
+class _JsonErrorsHandler(web_protocol.RequestHandler):
+    """aiohttp's connection handler, answering requests it cannot parse in the API's JSON error shape."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # part of a response went out already: only closing is left
+            raise ConnectionError("the response was partly sent; the connection is closed")
+        if status >= 500:
+            log.error("unexpected error handling a request from %s", request.remote, exc_info=exc)
+            error = api.ApiError(status, "internal error; see the server log", kind="server_error")
+        else:
+            log.info("refused a malformed request from %s: %s", request.remote, exc)
+            reason = str(getattr(exc, "message", "") or message or "").strip()
+            first = reason.splitlines()[0].rstrip(":") if reason else "bad request"
+            error = api.ApiError(status, f"the request is not valid HTTP: {first}")
+        response = _error(error)
+        response.force_close()
+        return response
+
+
+class _JsonErrorsServer(web.Server):
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _JsonErrorsHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorsServer
+        return server
+
+
 def make_runner(app: web.Application) -> web.AppRunner:
-    """The runner ``serve`` uses: a client that disconnects cancels its handler, which frees its slot."""
+    """The runner ``serve`` uses: a client that disconnects cancels its handler, which frees its slot;
+    a connection that sends no complete request within ``server.read_timeout`` is closed (and the rest
+    of a body refused with 408 is waited for no longer than that either)."""
     server = app[STATE].config.server
-    return web.AppRunner(
+    return _Runner(
         app,
         handle_signals=False,
         shutdown_timeout=server.shutdown_timeout,
         access_log=None,
         handler_cancellation=True,
+        keepalive_timeout=server.read_timeout,
+        lingering_time=min(server.read_timeout, 10.0),
     )
 
 

@@ -22,6 +22,7 @@ import aiohttp
 from gorkheavy import __version__
 from gorkheavy.core.redact import redact
 from gorkheavy.core.roster import KeepAlive, ModelSpec
+from gorkheavy.core.text import repair_text
 from gorkheavy.core.types import CallOptions, ChatMessage, ErrorCause, ModelCallError, ModelReply
 
 _NO_OPTIONS = CallOptions()
@@ -129,7 +130,7 @@ class OllamaClient:
         text = raw.decode("utf-8", "replace").strip()
         try:
             parsed = json.loads(text)
-            message = str(parsed.get("error", text)) if isinstance(parsed, dict) else text
+            message = repair_text(str(parsed.get("error", text)) if isinstance(parsed, dict) else text)
         except ValueError:
             message = text
         if response.status == 404:
@@ -175,7 +176,8 @@ class OllamaClient:
                     raise ValueError(f"expected a JSON object per line, got {type(chunk).__name__}")
                 if "error" in chunk:
                     raise ModelCallError(
-                        ErrorCause.STREAM_ERROR, f"{spec.label}: error while generating: {chunk['error']}"
+                        ErrorCause.STREAM_ERROR,
+                        f"{spec.label}: error while generating: {repair_text(str(chunk['error']))}",
                     )
                 message = chunk.get("message")
                 if isinstance(message, dict):
@@ -184,13 +186,14 @@ class OllamaClient:
                         parts.append(content)
                         size += len(content.encode("utf-8", "surrogatepass"))
                         if max_bytes and size >= max_bytes:
-                            return ModelReply(_cut("".join(parts), max_bytes), "length", truncated=True)
+                            text = repair_text(_cut("".join(parts), max_bytes))
+                            return ModelReply(text, "length", truncated=True)
                 elif message is not None:
                     raise ValueError("'message' is not an object")
                 if chunk.get("done") is True:
                     reason = str(chunk.get("done_reason") or "")
                     return ModelReply(
-                        text="".join(parts),
+                        text=repair_text("".join(parts)),
                         done_reason=reason,
                         eval_count=_int(chunk.get("eval_count")),
                         total_duration_ns=_int(chunk.get("total_duration")),
