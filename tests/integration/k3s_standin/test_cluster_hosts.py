@@ -7,7 +7,6 @@ stopped agent's node goes Unknown."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 from gorkheavy_lab.k3s.build import build
+from gorkheavy_lab.k3s.testing import kubectl as run_kubectl
 
-from tests.hosts.systemd_host import REPO, SystemdHost, build_image
+from tests.hosts.systemd_host import SystemdHost, build_image
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
@@ -46,10 +46,6 @@ TimeoutStartSec=60
 [Install]
 WantedBy=multi-user.target
 """
-
-
-def _kubectl() -> str:
-    return shutil.which("kubectl", path=str(REPO / ".venv" / "bin")) or "kubectl"
 
 
 def _install(host: SystemdHost, artifact: Path, unit: str, command: str, config: dict[str, object]) -> None:
@@ -146,15 +142,7 @@ def _journal(host: SystemdHost, unit: str) -> str:
 
 
 def kubectl(kubeconfig: Path, *args: str) -> str:
-    result = subprocess.run(
-        [_kubectl(), "--kubeconfig", str(kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return run_kubectl(kubeconfig, *args).stdout
 
 
 def _wait(check: Callable[[], bool], timeout: float = 40.0) -> None:
@@ -180,7 +168,8 @@ def test_units_notify_and_files(cluster: tuple[SystemdHost, list[SystemdHost], P
     assert server.sh("readlink /var/lib/rancher/k3s/server/node-token").stdout.strip() == "token"
     journal = _journal(server, "k3s")
     assert 'level=info msg="k3s is up and running"' in journal
-    assert "Imported images from /var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar" in journal
+    assert "Importing images from /var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar" in journal
+    assert 'level=info msg="Imported docker.io/rancher/mirrored-pause:3.6"' in journal
 
 
 def test_wrong_token_was_refused_with_k3s_journal_line(
@@ -204,7 +193,7 @@ def test_real_kubectl_sees_three_ready_nodes(cluster: tuple[SystemdHost, list[Sy
         for line in kubectl(kubeconfig, "get", "nodes", "-o", "wide").splitlines()[1:]
     }
     assert set(rows) == {server.name, *(a.name for a in agents)}
-    assert rows[server.name][1:3] == ["Ready", "control-plane,master"]
+    assert rows[server.name][1:3] == ["Ready", "control-plane"]
     assert rows[server.name][5] == server.address
     for agent in agents:
         assert rows[agent.name][1:3] == ["Ready", "<none>"]

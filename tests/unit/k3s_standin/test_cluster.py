@@ -8,9 +8,7 @@ import base64
 import hashlib
 import json
 import re
-import shutil
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -22,23 +20,13 @@ import kubernetes
 import pytest
 import yaml
 from gorkheavy_lab.k3s.testing import Process, free_port, running
+from gorkheavy_lab.k3s.testing import kubectl as run_kubectl
 
 TOKEN = re.compile(r"^K10(?P<hash>[0-9a-f]{64})::server:(?P<secret>[0-9a-f]{32})\n$")
 
 
 def kubectl(server: Process, *args: str) -> str:
-    binary = (
-        shutil.which("kubectl", path=str(Path(__file__).resolve().parents[3] / ".venv" / "bin")) or "kubectl"
-    )
-    result = subprocess.run(
-        [binary, "--kubeconfig", str(server.root / "k3s.yaml"), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return run_kubectl(server.root / "k3s.yaml", *args).stdout
 
 
 def fetch(url: str, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
@@ -59,13 +47,7 @@ def api_client(server: Process) -> kubernetes.client.CoreV1Api:
 def wait_node(server: Process, name: str, timeout: float = 20.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(
-            ["kubectl", "--kubeconfig", str(server.root / "k3s.yaml"), "get", "node", name, "-o", "json"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )
+        out = run_kubectl(server.root / "k3s.yaml", "get", "node", name, "-o", "json", check=False)
         if out.returncode == 0:
             node: dict[str, Any] = json.loads(out.stdout)
             return node
@@ -154,7 +136,7 @@ def test_real_kubectl_against_the_server(server: Process) -> None:
         "CONTAINER-RUNTIME",
     ]
     row = lines[1].split()
-    assert row[:3] == ["k3sim-server", "Ready", "control-plane,master"]
+    assert row[:3] == ["k3sim-server", "Ready", "control-plane"]
     assert row[4:6] == ["v1.36.4+k3s1", "127.0.0.1"]
 
 
@@ -335,13 +317,7 @@ def test_kubectl_apply_wait_explain_and_strict_fields(server: Process, tmp_path:
     assert kubectl(server, "apply", "-f", str(manifest)).strip() == "namespace/k3sim-apply configured"
     assert "a=c" in kubectl(server, "get", "namespace", "k3sim-apply", "--show-labels")
     manifest.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: k3sim-bad\n  bogus: 1\n")
-    result = subprocess.run(
-        ["kubectl", "--kubeconfig", str(server.root / "k3s.yaml"), "apply", "-f", str(manifest)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_kubectl(server.root / "k3s.yaml", "apply", "-f", str(manifest), check=False)
     assert result.returncode == 1
     assert 'strict decoding error: unknown field "metadata.bogus"' in result.stderr
     out = kubectl(server, "wait", "--for=condition=Ready", "node/k3sim-server", "--timeout=10s")

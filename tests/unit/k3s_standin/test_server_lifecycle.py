@@ -1,0 +1,77 @@
+"""A server across restarts: the generated token is kept, the kubeconfig rewritten with the default mode 0600
+(or K3S_KUBECONFIG_MODE), another token afterwards is fatal as in K3s, a busy port is fatal."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from gorkheavy_lab.k3s.testing import free_port, running
+
+
+def _args(root: Path, port: int, *extra: str) -> list[str]:
+    return [
+        "server",
+        "-c",
+        str(root / "none.yaml"),
+        "-d",
+        str(root / "data"),
+        "--https-listen-port",
+        str(port),
+        "--node-name",
+        "k3sim-restart",
+        "--node-ip",
+        "127.0.0.1",
+        *extra,
+    ]
+
+
+def test_generated_token_kept_and_other_token_fatal(k3s_binary: Path, tmp_path: Path) -> None:
+    port = free_port()
+    kubeconfig = tmp_path / "etc" / "k3s" / "k3s.yaml"
+    with running(k3s_binary, tmp_path, _args(tmp_path, port)):
+        first = (tmp_path / "data" / "server" / "token").read_text()
+        assert kubeconfig.stat().st_mode & 0o777 == 0o600
+    kubeconfig.chmod(0o644)
+    with running(k3s_binary, tmp_path, _args(tmp_path, port), env={"K3S_KUBECONFIG_MODE": "0640"}):
+        assert (tmp_path / "data" / "server" / "token").read_text() == first
+        assert kubeconfig.stat().st_mode & 0o777 == 0o640
+    result = subprocess.run(
+        [sys.executable, str(k3s_binary), *_args(tmp_path, port, "--token", "another-secret")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"GORKHEAVY_K3S_ETC": str(tmp_path / "etc"), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    assert re.search(
+        r'level=fatal msg="starting kubernetes: preparing server: bootstrap data already found and encrypted '
+        r'with different token"\n$',
+        result.stderr,
+    )
+    assert (tmp_path / "data" / "server" / "token").read_text() == first
+
+
+def test_operator_token_and_busy_port(k3s_binary: Path, tmp_path: Path) -> None:
+    port = free_port()
+    token_file = tmp_path / "token"
+    token_file.write_text("operator$%:\\secret\n")
+    with running(k3s_binary, tmp_path / "a", _args(tmp_path / "a", port, "--token-file", str(token_file))):
+        token = (tmp_path / "a" / "data" / "server" / "token").read_text()
+        assert token.endswith("::server:operator$%:\\secret\n")
+        result = subprocess.run(
+            [sys.executable, str(k3s_binary), *_args(tmp_path / "b", port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={"GORKHEAVY_K3S_ETC": str(tmp_path / "b" / "etc"), "PATH": "/usr/bin:/bin"},
+        )
+    assert result.returncode == 1
+    assert (
+        'level=fatal msg="starting kubernetes: preparing server: '
+        f'listen tcp 0.0.0.0:{port}: bind: address already in use"' in result.stderr
+    )
