@@ -7,7 +7,9 @@ They live in Python rather than in Jinja so that each one is a plain function wi
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
+import math
 import re
 from typing import Any
 
@@ -131,6 +133,27 @@ def k3s_node_conditions(node: dict[str, Any]) -> dict[str, str]:
     return {str(c.get("type")): str(c.get("status")) for c in conditions if isinstance(c, dict)}
 
 
+def k3s_node_ready_since(node: dict[str, Any], since: float) -> bool:
+    """True when the Node is Ready and its Ready condition was reported at or after ``since`` (Unix time).
+
+    Right after a restart the Node object still shows what the previous run of the agent reported; only a
+    heartbeat of the restarted agent says that this run joined.
+    """
+    for condition in ((node or {}).get("status") or {}).get("conditions") or []:
+        if not isinstance(condition, dict) or condition.get("type") != "Ready":
+            continue
+        if condition.get("status") != "True":
+            return False
+        stamp = str(condition.get("lastHeartbeatTime") or "")
+        try:
+            seen = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return False
+        # Kubernetes timestamps have whole seconds.
+        return seen >= math.floor(since)
+    return False
+
+
 def k3s_node_conditions_text(node: dict[str, Any]) -> str:
     """The Node's conditions as one line each: type, status, reason and message."""
     conditions = ((node or {}).get("status") or {}).get("conditions") or []
@@ -231,5 +254,6 @@ class FilterModule:
             "k3s_kubeconfig": k3s_kubeconfig,
             "k3s_node_conditions": k3s_node_conditions,
             "k3s_node_conditions_text": k3s_node_conditions_text,
+            "k3s_node_ready_since": k3s_node_ready_since,
             "k3s_node_patch": k3s_node_patch,
         }

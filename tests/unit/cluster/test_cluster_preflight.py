@@ -56,7 +56,9 @@ def _run(tmp: Path, extra: dict[str, object], *verbosity: str) -> subprocess.Com
         }
     }
     (tmp / "inventory.json").write_text(json.dumps(inventory))
-    (tmp / "extra.json").write_text(json.dumps({"gorkheavy_k3s_kubeconfig_path": str(tmp / "kc.yaml"), **extra}))
+    (tmp / "extra.json").write_text(
+        json.dumps({"gorkheavy_k3s_kubeconfig_path": str(tmp / "kc.yaml"), **extra})
+    )
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
@@ -109,7 +111,7 @@ def test_config_key_typos_name_the_key_and_the_closest_valid_one(tmp_path: Path)
     )
     assert '"tls_san" is not a K3s option; the closest valid key is "tls-san"' in out
     assert '"node-labels" is not a K3s option; the closest valid key is "node-label"' in out
-    assert 'does not know' in out
+    assert "does not know" in out
 
 
 def test_a_wrong_checksum_names_the_file_and_both_sums(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
@@ -189,3 +191,19 @@ def test_node_conditions_are_summarised() -> None:
     assert k3s.k3s_node_conditions(node) == {"Ready": "False"}
     assert k3s.k3s_node_conditions_text(node) == "Ready=False (KubeletNotReady: x)"
     assert k3s.k3s_node_conditions_text({}) == "no conditions reported"
+
+
+def test_ready_counts_only_when_reported_after_the_service_started() -> None:
+    node = {
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-12-01T09:00:10Z"}]
+        }
+    }
+    started = datetime.datetime(2026, 12, 1, 9, 0, 10, tzinfo=datetime.UTC).timestamp()
+    assert k3s.k3s_node_ready_since(node, started)
+    assert k3s.k3s_node_ready_since(node, started + 0.9)
+    assert not k3s.k3s_node_ready_since(node, started + 1)
+    assert not k3s.k3s_node_ready_since(
+        {"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}, 0
+    )
+    assert not k3s.k3s_node_ready_since({}, 0)
