@@ -223,7 +223,7 @@ def public_candidates(candidates: Sequence[Candidate]) -> list[dict[str, Any]]:
 def public_result(result: EnsembleResult) -> dict[str, Any]:
     """The result of ``/v1/chat`` with its error texts as clients may see them."""
     data = result.as_dict()
-    for key in ("judge_error", "promptimizer_error"):
+    for key in ("judge_error", "promptimizer_error", "memory_error"):
         if data[key]:
             data[key] = for_clients(data[key])
     data["candidates"] = public_candidates(result.candidates)

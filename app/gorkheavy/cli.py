@@ -203,6 +203,8 @@ def _chat(config: AppConfig, args: argparse.Namespace, environ: Mapping[str, str
                 except MemoryStoreError as exc:
                     err.write(f"Error: {exc}\n")
                     continue
+                if result.memory_error:
+                    err.write(f"warning: this exchange was not remembered: {result.memory_error}\n")
                 out.write(f"Reply: {result.answer}\n")
                 if args.show_candidates:
                     _print_candidates(result, out)
@@ -244,6 +246,8 @@ async def _ask(config: AppConfig, args: argparse.Namespace, environ: Mapping[str
                 sys.stdout.write(json.dumps(payload, indent=2) + "\n")
             sys.stderr.write(_failure(exc) + "\n")
             return 1
+    if result.memory_error:
+        sys.stderr.write(f"warning: this exchange was not remembered: {result.memory_error}\n")
     if args.json:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
     else:

@@ -151,6 +151,9 @@ class MemoryConfig(_Strict):
     store: Literal["sqlite", "postgresql", "none"] = "sqlite"
     path: str | None = Field(default=None, description="SQLite file; default under $XDG_STATE_HOME/gorkheavy")
     dsn: str | None = Field(default=None, description=f"PostgreSQL DSN; or set ${MEMORY_DSN_ENV}")
+    max_sessions: Annotated[int, Field(ge=0, le=100_000_000)] = 10_000  # 0: no cap
+    idle_expiry: Annotated[float, Field(ge=0)] = 30 * 24 * 3600.0  # seconds; 0: never
+    prune_interval: Annotated[float, Field(ge=0, le=86_400)] = 60.0
 
     @model_validator(mode="after")
     def _store_settings(self) -> MemoryConfig:

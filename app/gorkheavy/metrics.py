@@ -52,6 +52,11 @@ class Metrics:
             "Requests that ended without an answer.",
             registry=r,
         )
+        self.memory_errors = Counter(
+            "gorkheavy_memory_errors_total",
+            "Answers returned although the memory store could not keep them (flagged memory_error).",
+            registry=r,
+        )
         self.winners = Counter(
             "gorkheavy_winner_total", "Which expert's answer was chosen.", ["name"], registry=r
         )
@@ -76,6 +81,8 @@ class Metrics:
             if stage in result.timings:
                 self.stage_seconds.labels(stage).observe(result.timings[stage])
         self.winners.labels(result.winner).inc()
+        if result.memory_error:
+            self.memory_errors.inc()
         self.verdicts.labels(result.verdict_source.value).inc()
 
     def render(self) -> bytes:

@@ -1,15 +1,20 @@
 """Conversation memory stores: SQLite (default, survives restarts), PostgreSQL (by DSN), or this process.
 
 Each store keeps at most ``keep`` exchanges per session: appending prunes older ones in the same
-transaction, so storage stays bounded no matter how long a session runs.
+transaction, so storage stays bounded no matter how long a session runs. Across sessions a
+:class:`Retention` policy applies: sessions idle longer than ``idle_seconds`` are deleted, and past
+``max_sessions`` the least recently used ones go; a store checks this at most every ``prune_seconds``,
+when it writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +27,18 @@ from gorkheavy.core.types import Exchange
 
 class MemoryStoreError(Exception):
     """The memory store cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long and how many sessions a store keeps (0: no limit)."""
+
+    max_sessions: int = 0
+    idle_seconds: float = 0.0
+    prune_seconds: float = 60.0
+
+    def due(self, last: float, now: float) -> bool:
+        return bool(self.max_sessions or self.idle_seconds) and now - last >= self.prune_seconds
 
 
 class Store(Protocol):
@@ -37,22 +54,38 @@ class Store(Protocol):
 class ProcessStore:
     """Memory in this process only (``memory.store: none``): nothing is written, a restart forgets."""
 
-    def __init__(self) -> None:
-        self._sessions: defaultdict[str, deque[Exchange]] = defaultdict(deque)
+    def __init__(self, retention: Retention | None = None) -> None:
+        # session -> (last write, its exchanges); least recently written first
+        self._sessions: OrderedDict[str, tuple[float, deque[Exchange]]] = OrderedDict()
+        self._retention = retention or Retention()
+        self._pruned = time.time()
 
     async def recent(self, session: str, limit: int) -> list[Exchange]:
-        items = self._sessions.get(session)
-        if not items or limit <= 0:
+        entry = self._sessions.get(session)
+        if entry is None or limit <= 0:
             return []
-        return list(items)[-limit:]
+        return list(entry[1])[-limit:]
 
     async def append(self, session: str, exchange: Exchange, keep: int) -> None:
-        items = self._sessions[session]
+        now = time.time()
+        _, items = self._sessions.pop(session, (now, deque()))
         items.append(exchange)
         while len(items) > max(keep, 0):
             items.popleft()
-        if not items:
-            del self._sessions[session]
+        if items:
+            self._sessions[session] = (now, items)
+        if self._retention.due(self._pruned, now):
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        self._pruned = now
+        idle = self._retention.idle_seconds
+        while self._sessions:
+            name, (last, _) = next(iter(self._sessions.items()))
+            over = self._retention.max_sessions and len(self._sessions) > self._retention.max_sessions
+            if not over and not (idle and now - last > idle):
+                break
+            del self._sessions[name]
 
     async def check(self) -> str:
         return "memory is kept in this process only (store: none)"
@@ -81,13 +114,17 @@ class SqliteStore:
     prune); a crash between the two leaves one extra row that the next write prunes.
     """
 
-    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
+    def __init__(
+        self, connection: aiosqlite.Connection, path: Path, retention: Retention | None = None
+    ) -> None:
         self._db = connection
         self._path = path
         self._lock = asyncio.Lock()
+        self._retention = retention or Retention()
+        self._pruned = 0.0  # the first write prunes what a previous run left
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteStore:
+    async def open(cls, path: Path, retention: Retention | None = None) -> SqliteStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = await aiosqlite.connect(path, isolation_level=None)
@@ -103,7 +140,7 @@ class SqliteStore:
         except aiosqlite.Error as exc:
             await connection.close()
             raise MemoryStoreError(f"cannot use the SQLite memory at {path} ({exc})") from None
-        return cls(connection, path)
+        return cls(connection, path, retention)
 
     async def recent(self, session: str, limit: int) -> list[Exchange]:
         if limit <= 0:
@@ -113,7 +150,7 @@ class SqliteStore:
                 "SELECT user_text, answer, winner FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?",
                 (session, limit),
             )
-        except aiosqlite.Error as exc:
+        except (aiosqlite.Error, ValueError) as exc:  # ValueError: the connection is closed
             raise MemoryStoreError(f"cannot read the SQLite memory at {self._path} ({exc})") from None
         return [Exchange(str(r[0]), str(r[1]), str(r[2])) for r in reversed(list(rows))]
 
@@ -130,8 +167,26 @@ class SqliteStore:
                     "(SELECT id FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?)",
                     (session, session, max(keep, 0)),
                 )
-            except aiosqlite.Error as exc:
+                now = time.time()
+                if self._retention.due(self._pruned, now):
+                    await self._prune(now)
+            except (aiosqlite.Error, ValueError) as exc:  # ValueError: the connection is closed
                 raise MemoryStoreError(f"cannot write the SQLite memory at {self._path} ({exc})") from None
+
+    async def _prune(self, now: float) -> None:
+        self._pruned = now
+        if self._retention.idle_seconds:
+            await self._db.execute(
+                "DELETE FROM exchanges WHERE session IN "
+                "(SELECT session FROM exchanges GROUP BY session HAVING max(created) < ?)",
+                (now - self._retention.idle_seconds,),
+            )
+        if self._retention.max_sessions:
+            await self._db.execute(
+                "DELETE FROM exchanges WHERE session IN (SELECT session FROM exchanges GROUP BY session "
+                "ORDER BY max(id) DESC LIMIT -1 OFFSET ?)",
+                (self._retention.max_sessions,),
+            )
 
     async def check(self) -> str:
         async with self._db.execute("SELECT count(*) FROM exchanges") as cursor:
@@ -153,19 +208,52 @@ CREATE TABLE IF NOT EXISTS gorkheavy_exchanges (
     winner TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS gorkheavy_exchanges_by_session ON gorkheavy_exchanges (session, id);
+-- texts with U+0000 (which PostgreSQL text cannot hold) are stored JSON-escaped, flagged here
+ALTER TABLE gorkheavy_exchanges ADD COLUMN IF NOT EXISTS escaped BOOLEAN NOT NULL DEFAULT false;
 """
+
+
+def _pg_texts(exchange: Exchange) -> tuple[str, str, str, bool]:
+    """(user, answer, winner, escaped): JSON-escaped when any holds a NUL, so nothing is lost."""
+    texts = (exchange.user, exchange.answer, exchange.winner)
+    if not any("\x00" in t for t in texts):
+        return (*texts, False)
+    user, answer, winner = (json.dumps(t) for t in texts)
+    return user, answer, winner, True
+
+
+def _pg_exchange(row: Any) -> Exchange:
+    texts = (row["user_text"], row["answer"], row["winner"])
+    if row["escaped"]:
+        texts = tuple(json.loads(t) for t in texts)
+    return Exchange(*texts)
 
 
 class PostgresStore:
     """A small asyncpg pool; the table is created on first use."""
 
-    def __init__(self, pool: Any, where: str, errors: tuple[type[BaseException], ...]) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        where: str,
+        errors: tuple[type[BaseException], ...],
+        retention: Retention | None = None,
+    ) -> None:
         self._pool = pool
         self._where = where
         self._errors = errors
+        self._retention = retention or Retention()
+        self._pruned = 0.0
 
     @classmethod
-    async def open(cls, dsn: str, *, max_size: int = 10, connect_s: float = 10.0) -> PostgresStore:
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        max_size: int = 10,
+        connect_s: float = 10.0,
+        retention: Retention | None = None,
+    ) -> PostgresStore:
         try:
             import asyncpg  # noqa: PLC0415 - optional dependency, only needed for this store
         except ImportError:
@@ -186,21 +274,22 @@ class PostgresStore:
             raise MemoryStoreError(
                 f"cannot use the PostgreSQL memory at {where} ({redact(str(exc))}); check memory.dsn"
             ) from None
-        return cls(pool, where, (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError))
+        errors = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+        return cls(pool, where, errors, retention)
 
     async def recent(self, session: str, limit: int) -> list[Exchange]:
         if limit <= 0:
             return []
         try:
             rows = await self._pool.fetch(
-                "SELECT user_text, answer, winner FROM gorkheavy_exchanges WHERE session = $1 "
+                "SELECT user_text, answer, winner, escaped FROM gorkheavy_exchanges WHERE session = $1 "
                 "ORDER BY id DESC LIMIT $2",
                 session,
                 limit,
             )
         except self._errors as exc:
             raise MemoryStoreError(f"cannot read the PostgreSQL memory at {self._where} ({exc})") from None
-        return [Exchange(r["user_text"], r["answer"], r["winner"]) for r in reversed(rows)]
+        return [_pg_exchange(r) for r in reversed(rows)]
 
     async def append(self, session: str, exchange: Exchange, keep: int) -> None:
         try:
@@ -211,18 +300,34 @@ class PostgresStore:
     async def _append(self, session: str, exchange: Exchange, keep: int) -> None:
         async with self._pool.acquire() as connection, connection.transaction():
             await connection.execute(
-                "INSERT INTO gorkheavy_exchanges (session, user_text, answer, winner) "
-                "VALUES ($1, $2, $3, $4)",
+                "INSERT INTO gorkheavy_exchanges (session, user_text, answer, winner, escaped) "
+                "VALUES ($1, $2, $3, $4, $5)",
                 session,
-                exchange.user,
-                exchange.answer,
-                exchange.winner,
+                *_pg_texts(exchange),
             )
             await connection.execute(
                 "DELETE FROM gorkheavy_exchanges WHERE session = $1 AND id NOT IN "
                 "(SELECT id FROM gorkheavy_exchanges WHERE session = $1 ORDER BY id DESC LIMIT $2)",
                 session,
                 max(keep, 0),
+            )
+            now = time.time()
+            if self._retention.due(self._pruned, now):
+                self._pruned = now
+                await self._prune(connection, now)
+
+    async def _prune(self, connection: Any, now: float) -> None:
+        if self._retention.idle_seconds:
+            await connection.execute(
+                "DELETE FROM gorkheavy_exchanges WHERE session IN (SELECT session FROM gorkheavy_exchanges "
+                "GROUP BY session HAVING max(created) < to_timestamp($1))",
+                now - self._retention.idle_seconds,
+            )
+        if self._retention.max_sessions:
+            await connection.execute(
+                "DELETE FROM gorkheavy_exchanges WHERE session IN (SELECT session FROM gorkheavy_exchanges "
+                "GROUP BY session ORDER BY max(id) DESC OFFSET $1)",
+                self._retention.max_sessions,
             )
 
     async def check(self) -> str:
@@ -235,13 +340,15 @@ class PostgresStore:
 
 async def open_store(config: AppConfig, environ: Mapping[str, str]) -> Store:
     """The store the configuration asks for, ready to use."""
+    memory = config.memory
+    retention = Retention(memory.max_sessions, memory.idle_expiry, memory.prune_interval)
     if config.memory.store == "none":
-        return ProcessStore()
+        return ProcessStore(retention)
     if config.memory.store == "postgresql":
         dsn = config.memory_dsn(environ)
         if not dsn:
             raise MemoryStoreError(
                 "memory.store is postgresql but no DSN: set memory.dsn or $GORKHEAVY_MEMORY_DSN"
             )
-        return await PostgresStore.open(dsn)
-    return await SqliteStore.open(config.sqlite_path(environ))
+        return await PostgresStore.open(dsn, retention=retention)
+    return await SqliteStore.open(config.sqlite_path(environ), retention)

@@ -338,12 +338,17 @@ class Pipeline:
         for name, seconds in reported.items():
             timings[f"model:{name}"] = seconds
 
+        memory_error = ""
         if remember:
             mark = self._clock()
-            # the answer exists: store it even when the caller is cancelled meanwhile (a client went away)
-            await asyncio.shield(
-                self._memory.append(session, Exchange(question, answer, winner), settings.memory_turns)
-            )
+            try:
+                # the answer exists: store it even when the caller is cancelled meanwhile (a client left)
+                await asyncio.shield(
+                    self._memory.append(session, Exchange(question, answer, winner), settings.memory_turns)
+                )
+            except Exception as exc:  # the answer is not lost for it: it is returned, flagged
+                memory_error = str(exc) or type(exc).__name__
+                log.warning("session %s: the answer was not remembered: %s", session, memory_error)
             timings["memory_write"] = self._clock() - mark
         timings["total"] = self._clock() - started
         return EnsembleResult(
@@ -360,6 +365,7 @@ class Pipeline:
             judge_error=judge_error,
             judge_reason=reason,
             labels=labels,
+            memory_error=memory_error,
         )
 
     async def _vote(

@@ -146,6 +146,7 @@ class EnsembleResult:
     judge_error: str = ""
     judge_reason: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    memory_error: str = ""  # the answer could not be stored in the session's memory (it is still the answer)
 
     @property
     def fallback(self) -> bool:
@@ -166,6 +167,7 @@ class EnsembleResult:
             "optimized_query": self.optimized_query,
             "promptimizer_error": self.promptimizer_error or None,
             "labels": dict(self.labels),
+            "memory_error": self.memory_error or None,
             "candidates": [c.as_dict() for c in self.candidates],
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
         }

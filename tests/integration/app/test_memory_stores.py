@@ -11,9 +11,17 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from gorkheavy.backends.memory import MemoryStoreError, PostgresStore, SqliteStore, open_store
+from gorkheavy.backends.memory import (
+    MemoryStoreError,
+    PostgresStore,
+    ProcessStore,
+    Retention,
+    SqliteStore,
+    open_store,
+)
 from gorkheavy.config import build
 from gorkheavy.core.types import Exchange
 
@@ -174,5 +182,75 @@ async def test_sqlite_failures_become_store_errors_that_say_where(tmp_path: Path
         with pytest.raises(MemoryStoreError, match=r"cannot write the SQLite memory at .*m\.db"):
             await store.append("s", Exchange("q", "a"), keep=5)
         assert await store.recent("s", 5) == []
+    finally:
+        await store.close()
+
+
+# -- retention: a cap on sessions and an idle expiry ----------------------------------------------------
+
+
+async def exercise_retention(make: Any) -> None:
+    """``make(retention)`` -> a fresh, empty store."""
+    store = await make(Retention(max_sessions=2, prune_seconds=0))
+    try:
+        for session in ("a", "b", "c"):
+            await store.append(session, Exchange(f"{session}?", "!"), keep=5)
+        await store.append("b", Exchange("again", "!"), keep=5)  # b is now the most recent
+        await store.append("d", Exchange("d?", "!"), keep=5)
+        assert [await store.recent(s, 5) != [] for s in "abcd"] == [False, True, False, True]
+    finally:
+        await store.close()
+    store = await make(Retention(idle_seconds=0.3, prune_seconds=0))
+    try:
+        await store.append("old", Exchange("q", "a"), keep=5)
+        await asyncio.sleep(0.5)
+        await store.append("new", Exchange("q", "a"), keep=5)
+        assert await store.recent("old", 5) == []
+        assert await store.recent("new", 5) == [Exchange("q", "a")]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_keeps_a_bounded_number_of_sessions_and_expires_idle_ones(tmp_path: Path) -> None:
+    paths = iter(tmp_path / f"m{i}.db" for i in range(2))
+
+    async def make(retention: Retention) -> SqliteStore:
+        return await SqliteStore.open(next(paths), retention)
+
+    await exercise_retention(make)
+
+
+async def test_process_memory_keeps_a_bounded_number_of_sessions_and_expires_idle_ones() -> None:
+    async def make(retention: Retention) -> ProcessStore:
+        return ProcessStore(retention)
+
+    await exercise_retention(make)
+
+
+@pytest.mark.postgres
+async def test_postgres_keeps_a_bounded_number_of_sessions_and_expires_idle_ones(postgres_dsn: str) -> None:
+    async def make(retention: Retention) -> PostgresStore:
+        store = await PostgresStore.open(postgres_dsn, retention=retention)
+        await store._pool.execute("TRUNCATE gorkheavy_exchanges")
+        return store
+
+    await exercise_retention(make)
+
+
+def test_retention_is_configured_in_the_memory_section() -> None:
+    memory = build({"memory": {"max_sessions": 50, "idle_expiry": 3600, "prune_interval": 5}}).memory
+    assert (memory.max_sessions, memory.idle_expiry, memory.prune_interval) == (50, 3600, 5)
+    assert build({}).memory.max_sessions == 10_000
+
+
+@pytest.mark.postgres
+async def test_postgres_keeps_texts_with_nul_characters(postgres_dsn: str) -> None:
+    store = await PostgresStore.open(postgres_dsn)
+    try:
+        await store._pool.execute("TRUNCATE gorkheavy_exchanges")
+        odd = Exchange("what is \x00?", 'a NUL \x00 and "quotes" \\ too', "qwen")
+        await store.append("s", odd, keep=5)
+        await store.append("s", Exchange("plain", "text"), keep=5)
+        assert await store.recent("s", 5) == [odd, Exchange("plain", "text")]
     finally:
         await store.close()

@@ -398,7 +398,9 @@ async def test_in_flight_gauge_counts_running_requests(backend: Backend, serve: 
         assert [status for status, _, _ in await asyncio.gather(*running_requests)] == [200, 200, 200]
 
 
-async def test_a_failing_memory_store_is_a_503_that_says_so(backend: Backend, tmp_path: Path) -> None:
+async def test_a_failing_memory_write_still_returns_the_answer_flagged(
+    backend: Backend, tmp_path: Path
+) -> None:
     config = build(roster(backend.url, memory={"store": "sqlite", "path": str(tmp_path / "m.db")}))
     app = create_app(config, {})
     async with running(app) as url, aiohttp.ClientSession() as http:
@@ -406,10 +408,12 @@ async def test_a_failing_memory_store_is_a_503_that_says_so(backend: Backend, tm
         assert runtime is not None
         await runtime.store._db.execute("PRAGMA query_only=1")  # type: ignore[attr-defined]
         status, body, _ = await post(http, f"{url}/v1/chat", {"session": "s", "message": "q"})
-        assert status == 503
-        assert body["error"]["message"].startswith(
-            "conversation memory failed: cannot write the SQLite memory"
-        )
+        async with http.get(f"{url}/metrics") as response:
+            metrics = await response.text()
+    assert status == 200
+    assert body["answer"]
+    assert body["memory_error"].startswith("cannot write the SQLite memory at <path>")
+    assert "gorkheavy_memory_errors_total 1.0" in metrics
 
 
 @pytest.mark.parametrize("path", ["/v1/chat", "/v1/chat/completions"])
