@@ -9,7 +9,9 @@ The join protocol (k3s-io/k3s ``pkg/agent/config``, ``pkg/clientaccess``, ``pkg/
    ``node:<password>``; failures are logged as ``Waiting to retrieve agent configuration; server is not ready:
    <error>`` (level info); a wrong password gives ``failed to retrieve configuration from server: not
    authorized``;
-4. the kubelet registers the Node with the client certificate, renews its Lease every 10 s and posts status.
+4. the kubelet registers the Node with the client certificate, renews its Lease in ``kube-node-lease`` every
+   10 s (the heartbeat) and posts node status when it changes or every 5 minutes
+   (``nodeStatusReportFrequency``), as the kubelet does since node leases.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import secrets
 import socket
 import ssl
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,7 @@ import aiohttp
 from . import systemd
 from .kube.store import now_rfc3339
 from .logs import Logger
-from .node import HEARTBEAT_SECONDS, NodeIdentity, lease
+from .node import HEARTBEAT_SECONDS, STATUS_REPORT_SECONDS, NodeIdentity, lease
 from .release import Release
 from .tokens import Token, TokenError, ca_hash, parse
 
@@ -184,6 +187,7 @@ class Agent:
         self.cacerts = b""
         self.session: aiohttp.ClientSession | None = None
         self.registered = asyncio.Event()
+        self._status_posted = time.monotonic()
 
     def _basic(self) -> dict[str, str]:
         creds = base64.b64encode(f"node:{self.config.token.password}".encode()).decode()
@@ -265,11 +269,27 @@ class Agent:
         obj = ident.node_object(self.config.release, control.get("PodCIDR", "10.42.0.0/24"))
         status, body = await self._api("POST", "/api/v1/nodes", obj)
         if status == 409:
-            # re-registration keeps the node's labels and taints (flags apply only at registration)
+            # re-registration keeps the node's labels and taints (flags apply only at registration) and the
+            # transition time of every condition whose status did not change
+            fresh = ident.status(self.config.release)
+            _, current = await self._api("GET", f"/api/v1/nodes/{ident.name}")
+            old = (
+                {c.get("type"): c for c in (current.get("status", {}).get("conditions") or [])}
+                if isinstance(current, dict)
+                else {}
+            )
+            for cond in fresh["conditions"]:
+                before = old.get(cond["type"])
+                if (
+                    before is not None
+                    and before.get("status") == cond["status"]
+                    and before.get("lastTransitionTime")
+                ):
+                    cond["lastTransitionTime"] = before["lastTransitionTime"]
             status, body = await self._api(
                 "PATCH",
                 f"/api/v1/nodes/{ident.name}/status",
-                {"status": ident.status(self.config.release)},
+                {"status": fresh},
                 "application/strategic-merge-patch+json",
             )
             await self._clear_unreachable()
@@ -312,6 +332,11 @@ class Agent:
         if status != 200 or not isinstance(node, dict):
             return
         conditions = node.get("status", {}).get("conditions", [])
+        ready: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+        due = time.monotonic() - self._status_posted >= STATUS_REPORT_SECONDS
+        if ready.get("status") == "True" and not due:
+            return  # the lease is the heartbeat; status is posted on change or every 5 minutes
+        self._status_posted = time.monotonic()
         changed = False
         for cond in conditions:
             cond["lastHeartbeatTime"] = stamp

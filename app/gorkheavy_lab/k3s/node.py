@@ -17,7 +17,8 @@ from .kube.store import now_rfc3339
 from .release import Release
 
 LEASE_SECONDS = 40
-HEARTBEAT_SECONDS = 10
+HEARTBEAT_SECONDS = 10  # kubelet's lease renew interval
+STATUS_REPORT_SECONDS = 300  # kubelet's nodeStatusReportFrequency default
 CONTAINERD = "containerd://2.3.2-k3s2"  # the v1.36 line's containerd per k3s-io/docs release notes (v1.36.2)
 
 

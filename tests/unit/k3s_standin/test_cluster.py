@@ -323,3 +323,31 @@ def test_kubectl_apply_wait_explain_and_strict_fields(server: Process, tmp_path:
     out = kubectl(server, "wait", "--for=condition=Ready", "node/k3sim-server", "--timeout=10s")
     assert out.strip() == "node/k3sim-server condition met"
     assert "FIELD: taints <[]Taint>" in kubectl(server, "explain", "node.spec.taints")
+
+
+def test_agent_restart_keeps_labels_and_transition_refreshes_heartbeat(
+    k3s_binary: Path, server: Process, tmp_path: Path
+) -> None:
+    token = (server.data / "server" / "token").read_text().strip()
+    first = agent_args(
+        server, token, "k3sim-agent-again", "--node-label", "tier=a", "-d", str(tmp_path / "data")
+    )
+    ready_line = "Annotations and labels have been set successfully"
+    with running(k3s_binary, tmp_path, first, ready=ready_line):
+        before = wait_node(server, "k3sim-agent-again")
+    time.sleep(1.1)
+    second = [*first[:-4], "--node-label", "tier=b", "-d", str(tmp_path / "data")]
+    with running(k3s_binary, tmp_path, second, ready=ready_line):
+        after = wait_node(server, "k3sim-agent-again")
+        lease = json.loads(
+            kubectl(server, "get", "lease", "-n", "kube-node-lease", "k3sim-agent-again", "-o", "json")
+        )
+
+    def ready(node: dict[str, Any]) -> dict[str, str]:
+        return next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+
+    assert after["metadata"]["labels"]["tier"] == "a"  # node-label applies at registration only
+    assert ready(after)["lastTransitionTime"] == ready(before)["lastTransitionTime"]
+    assert ready(after)["lastHeartbeatTime"] > ready(before)["lastHeartbeatTime"]
+    assert lease["spec"]["holderIdentity"] == "k3sim-agent-again"
+    assert lease["spec"]["leaseDurationSeconds"] == 40
