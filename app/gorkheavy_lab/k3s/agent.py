@@ -145,7 +145,7 @@ def _ssl_context(ca_pem: bytes, cert: Path | None = None, key: Path | None = Non
     return ctx
 
 
-async def fetch_cacerts(supervisor: str, token: Token) -> bytes:
+async def fetch_cacerts(supervisor: str, token: Token, log: Logger) -> bytes:
     url = f"{supervisor}/cacerts"
     timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -161,7 +161,12 @@ async def fetch_cacerts(supervisor: str, token: Token) -> bytes:
                 await resp.read()
         except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             raise JoinError(f"CA cert validation failed: {go_error(url, exc)}") from exc
-    if token.ca_hash and token.ca_hash != ca_hash(cacerts):
+    if not token.ca_hash:
+        log.warning(
+            "Cluster CA certificate is not trusted by the host CA bundle, but the token does not include "
+            "a CA hash. Use the full token from the server's node-token file to enable Cluster CA validation."
+        )
+    elif token.ca_hash != ca_hash(cacerts):
         raise JoinError(
             "token CA hash does not match the Cluster CA certificate hash: "
             f"{token.ca_hash} != {ca_hash(cacerts)}"
@@ -196,7 +201,7 @@ class Agent:
     async def validate(self) -> None:
         while True:
             try:
-                self.cacerts = await fetch_cacerts(self.config.supervisor, self.config.token)
+                self.cacerts = await fetch_cacerts(self.config.supervisor, self.config.token, self.log)
                 return
             except JoinError as exc:
                 self.log.error(f"Failed to validate connection to cluster at {self.config.server_url}: {exc}")
@@ -295,7 +300,33 @@ class Agent:
             await self._clear_unreachable()
         if status >= 300:
             raise JoinError(f"failed to register node {ident.name}: {body}")
+        await self._event("Starting", "Starting kubelet.")
+        await self._event("NodeReady", f"Node {ident.name} status is now: NodeReady")
         self.log.info(f"Annotations and labels have been set successfully on node: {ident.name}")
+
+    async def _event(self, reason: str, message: str) -> None:
+        """An Event about this Node, as the kubelet records them (namespace default, source kubelet)."""
+        name = self.config.identity.name
+        stamp = now_rfc3339()
+        await self._api(
+            "POST",
+            "/api/v1/namespaces/default/events",
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{name}."},
+                "involvedObject": {"kind": "Node", "name": name, "uid": name, "apiVersion": "v1"},
+                "reason": reason,
+                "message": message,
+                "source": {"component": "kubelet", "host": name},
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "count": 1,
+                "type": "Normal",
+                "reportingComponent": "kubelet",
+                "reportingInstance": name,
+            },
+        )
 
     async def _clear_unreachable(self) -> None:
         status, node = await self._api("GET", f"/api/v1/nodes/{self.config.identity.name}")

@@ -433,7 +433,9 @@ async def run(values: dict[str, Any], args: list[str], release: Release, log: Lo
             AgentConfig(
                 server_url=f"https://127.0.0.1:{port}",
                 supervisor=f"https://127.0.0.1:{port}",
-                token=parse(f"K10::node:{creds.server_password}"),
+                token=parse(
+                    f"K10{hashlib.sha256(pki.server_ca.pem).hexdigest()}::node:{creds.server_password}"
+                ),
                 identity=ident,
                 data_dir=data_dir,
                 node_password_file=etc_dir() / "node" / "password",

@@ -351,3 +351,32 @@ def test_agent_restart_keeps_labels_and_transition_refreshes_heartbeat(
     assert ready(after)["lastHeartbeatTime"] > ready(before)["lastHeartbeatTime"]
     assert lease["spec"]["holderIdentity"] == "k3sim-agent-again"
     assert lease["spec"]["leaseDurationSeconds"] == 40
+
+
+def test_bare_secret_joins_with_k3s_warning(k3s_binary: Path, server: Process, tmp_path: Path) -> None:
+    secret = TOKEN.match((server.data / "server" / "token").read_text())["secret"]  # type: ignore[index]
+    args = agent_args(server, secret, "k3sim-agent-bare", "-d", str(tmp_path / "data"))
+    with running(
+        k3s_binary, tmp_path, args, ready="Annotations and labels have been set successfully"
+    ) as agent:
+        log = agent.log()
+    assert (
+        'level=warning msg="Cluster CA certificate is not trusted by the host CA bundle, but the token '
+        "does not include a CA hash. Use the full token from the server's node-token file to enable "
+        'Cluster CA validation."'
+    ) in log
+    assert "Cluster CA certificate is not trusted" not in server.log()
+    kubectl(server, "delete", "node", "k3sim-agent-bare")
+
+
+def test_kubectl_describe_node_shows_kubelet_events(server: Process) -> None:
+    described = kubectl(server, "describe", "node", "k3sim-server")
+    assert "Non-terminated Pods:          (0 in total)" in described
+    events = described.split("Events:", 1)[1]
+    assert re.search(r"Normal\s+Starting\s+\S+\s+kubelet\s+Starting kubelet\.", events)
+    assert re.search(
+        r"Normal\s+NodeReady\s+\S+\s+kubelet\s+Node k3sim-server status is now: NodeReady", events
+    )
+    rows = kubectl(server, "get", "events", "-n", "default").splitlines()
+    assert rows[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert any("node/k3sim-server" in row for row in rows[1:])

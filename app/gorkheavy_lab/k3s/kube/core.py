@@ -13,7 +13,7 @@ from typing import Any
 from .errors import ApiError, invalid
 from .registry import Column, Obj, Registry, ResourceType
 from .store import Store, now_rfc3339
-from .tables import AGE, NAME
+from .tables import AGE, NAME, since
 
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -207,8 +207,50 @@ LEASES = ResourceType(
 )
 
 
+EVENT_COLUMNS = (
+    Column(
+        "Last Seen",
+        "string",
+        "Time when this Event was last observed.",
+        lambda o: since(o.get("lastTimestamp") or o.get("eventTime")),
+    ),
+    Column("Type", "string", "Type of this event (Normal, Warning).", lambda o: o.get("type", "")),
+    Column("Reason", "string", "Why the action was taken.", lambda o: o.get("reason", "")),
+    Column(
+        "Object",
+        "string",
+        "The object that this event is about.",
+        lambda o: (
+            f"{o.get('involvedObject', {}).get('kind', '').lower()}/"
+            f"{o.get('involvedObject', {}).get('name', '')}"
+        ),
+    ),
+    Column(
+        "Message",
+        "string",
+        "A human-readable description of the status of this operation.",
+        lambda o: o.get("message", ""),
+    ),
+)
+# Stored and listed, never scheduled or run: there is no scheduler and no container runtime (README.md).
+PODS = ResourceType(
+    "",
+    "v1",
+    "Pod",
+    "pods",
+    namespaced=True,
+    short_names=("po",),
+    categories=("all",),
+    subresources=("status",),
+    merge_keys={"spec.containers": "name", "status.conditions": "type"},
+)
+EVENTS = ResourceType(
+    "", "v1", "Event", "events", namespaced=True, short_names=("ev",), columns=EVENT_COLUMNS
+)
+
+
 def register(registry: Registry) -> None:
-    for rtype in (NAMESPACES, NODES, LEASES):
+    for rtype in (NAMESPACES, NODES, LEASES, PODS, EVENTS):
         registry.register(rtype)
 
 

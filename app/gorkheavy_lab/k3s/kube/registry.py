@@ -70,6 +70,15 @@ class Registry:
         self._types[key] = rtype
         return rtype
 
+    def replace(self, rtype: ResourceType) -> ResourceType:
+        """Swap a registered type for one with more behaviour (hooks, columns), keeping its place."""
+        key = (rtype.group, rtype.version, rtype.plural)
+        if key not in self._types:
+            msg = f"{rtype.plural}.{rtype.group or 'core'}/{rtype.version} is not registered"
+            raise KeyError(msg)
+        self._types[key] = rtype
+        return rtype
+
     def get(self, group: str, version: str, plural: str) -> ResourceType | None:
         return self._types.get((group, version, plural))
 

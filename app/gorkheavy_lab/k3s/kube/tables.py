@@ -35,12 +35,16 @@ def human_duration(seconds: float) -> str:
     return f"{hours // (24 * 365)}y"
 
 
-def age(obj: Obj) -> str:
-    stamp = obj.get("metadata", {}).get("creationTimestamp")
+def since(stamp: str | None) -> str:
+    """A timestamp as the apiserver prints its age; ``<unknown>`` when there is none."""
     if not stamp:
         return "<unknown>"
-    created = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    created = dt.datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC)
     return human_duration((dt.datetime.now(dt.UTC) - created).total_seconds())
+
+
+def age(obj: Obj) -> str:
+    return since(obj.get("metadata", {}).get("creationTimestamp"))
 
 
 NAME = Column(
