@@ -85,7 +85,7 @@ class ChatBody(BaseModel):
     session: str = Field(min_length=1, max_length=128)
     message: str = Field(min_length=1)
     strategy: Strategy | None = None
-    stream: bool = False
+    stream: bool | None = None  # null: false
 
 
 def parse_chat(data: object, *, max_chars: int) -> ChatBody:
@@ -123,15 +123,66 @@ class _OpenAIMessage(BaseModel):
 
 
 class _OpenAIBody(BaseModel):
-    model_config = ConfigDict(extra="allow")  # temperature, top_p ... are accepted and ignored
+    model_config = ConfigDict(extra="allow")  # other OpenAI parameters (user, logprobs ...) are ignored
     model: str = Field(min_length=1)
     messages: list[_OpenAIMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: bool | None = None  # null: false
     user: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    seed: int | None = None
+    n: int | None = Field(default=None, ge=1)
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+def _refuse_unsupported(body: _OpenAIBody) -> None:
+    """What the ensemble cannot honour is refused by name, not silently ignored."""
+    if body.n is not None and body.n > 1:
+        raise ApiError(
+            400, "n: the ensemble gives one answer per request; send n: 1 or leave it out", param="n"
+        )
+    for name in ("tools", "functions"):
+        if getattr(body, name):
+            raise ApiError(
+                400,
+                f"{name}: the ensemble answers with text only and cannot call tools; remove {name}",
+                param=name,
+            )
+    kind = (body.response_format or {}).get("type", "text")
+    if kind != "text":
+        raise ApiError(
+            400,
+            f"response_format: type {kind!r} is not supported (the judge picks or writes free text); "
+            "leave it out or use type 'text'",
+            param="response_format",
+        )
+
+
+def _model_options(body: _OpenAIBody) -> dict[str, Any]:
+    """The OpenAI sampling parameters as Ollama options for the experts and the judge's synthesis."""
+    options: dict[str, Any] = {}
+    limit = body.max_completion_tokens or body.max_tokens
+    if limit is not None:
+        options["num_predict"] = limit
+    if body.stop:
+        stops = [body.stop] if isinstance(body.stop, str) else body.stop
+        if len(stops) > 4 or not all(stops):
+            raise ApiError(400, "stop: up to 4 non-empty strings", param="stop")
+        options["stop"] = stops
+    for name in ("temperature", "top_p", "seed"):
+        if (value := getattr(body, name)) is not None:
+            options[name] = value
+    return options
 
 
 class CompletionRequest(BaseModel):
-    """A validated ``POST /v1/chat/completions``: the question, its history and the strategy."""
+    """A validated ``POST /v1/chat/completions``: the question, its history, the strategy, and what the
+    caller asks of the models (system/developer instructions, sampling options)."""
 
     model: str
     question: str
@@ -139,6 +190,8 @@ class CompletionRequest(BaseModel):
     strategy: Strategy | None
     stream: bool
     include_usage: bool
+    instructions: str = ""
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 def model_ids(base: str) -> dict[str, Strategy | None]:
@@ -157,17 +210,14 @@ def parse_completion(
         raise _from_validation(exc) from None
     ids = model_ids(base_model)
     if body.model not in ids:
-        raise ApiError(
-            404,
-            f"model '{body.model}' does not exist; use one of: {', '.join(ids)}",
-            param="model",
-            code="model_not_found",
-        )
+        raise model_not_found(body.model, base_model)
+    _refuse_unsupported(body)
     if len(body.messages) > max_messages:
         raise ApiError(
             400, f"messages: {len(body.messages)} messages, the limit is {max_messages}", param="messages"
         )
     chat: list[ChatMessage] = []
+    instructions: list[str] = []
     for index, message in enumerate(body.messages):
         content = message.content
         if isinstance(content, list):
@@ -191,6 +241,8 @@ def parse_completion(
             )
         if message.role in ("user", "assistant"):
             chat.append(ChatMessage(message.role, text))
+        elif message.role in ("system", "developer") and text.strip():
+            instructions.append(text)
     if body.messages[-1].role != "user" or not chat or not chat[-1].content.strip():
         raise ApiError(400, "messages: the last message must be a non-empty user message", param="messages")
     options = data.get("stream_options")
@@ -200,8 +252,19 @@ def parse_completion(
         question=chat[-1].content,
         history=exchanges_from_chat(chat[:-1], turns),
         strategy=ids[body.model],
-        stream=body.stream,
+        stream=bool(body.stream),
         include_usage=include_usage,
+        instructions="\n\n".join(instructions),
+        options=_model_options(body),
+    )
+
+
+def model_not_found(model: str, base_model: str) -> ApiError:
+    return ApiError(
+        404,
+        f"model '{model}' does not exist; use one of: {', '.join(model_ids(base_model))}",
+        param="model",
+        code="model_not_found",
     )
 
 
@@ -248,9 +311,9 @@ def failure_body(exc: AllExpertsFailedError) -> dict[str, Any]:
 
 
 def _usage(result: EnsembleResult) -> dict[str, int]:
-    """Word counts as a rough stand-in for tokens (the ensemble has no single tokenizer)."""
-    prompt = len(result.question.split())
-    completion = len(result.answer.split())
+    """The tokens the models reported (``prompt_eval_count``, ``eval_count``), summed over every call."""
+    prompt = result.usage.get("prompt_tokens", 0)
+    completion = result.usage.get("completion_tokens", 0)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -313,11 +376,9 @@ def usage_of(result: EnsembleResult) -> dict[str, int]:
     return _usage(result)
 
 
+def model_body(ident: str, created: int) -> dict[str, Any]:
+    return {"id": ident, "object": "model", "created": created, "owned_by": "gorkheavy"}
+
+
 def models_body(base: str, created: int) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [
-            {"id": ident, "object": "model", "created": created, "owned_by": "gorkheavy"}
-            for ident in model_ids(base)
-        ],
-    }
+    return {"object": "list", "data": [model_body(ident, created) for ident in model_ids(base)]}

@@ -180,6 +180,8 @@ class ServerConfig(_Strict):
     # its previous request on the connection), else it is cut: 408 for a body, a closed connection for
     # headers
     read_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # an event stream with nothing to say sends a comment this often (idle proxies cut silent streams)
+    heartbeat_seconds: Annotated[float, Field(gt=0, le=3600)] = 15.0
     drain_seconds: Annotated[float, Field(ge=0, le=600)] = 0.0
     model_id: str = "gorkheavy"
 

@@ -6,7 +6,7 @@ Endpoints::
                                 -> answer, winner, candidates, per-stage timings (JSON), or
                                 Server-Sent Events with "stream": true or Accept: text/event-stream
     POST /v1/chat/completions   OpenAI-compatible, streaming and not
-    GET  /v1/models             OpenAI-compatible model list
+    GET  /v1/models             OpenAI-compatible model list (and /v1/models/{id})
     GET  /healthz               liveness: the process answers
     GET  /readyz                readiness: every backend reachable with its model present, memory usable
     GET  /metrics               Prometheus text format
@@ -44,7 +44,13 @@ from gorkheavy.backends.memory import MemoryStoreError
 from gorkheavy.config import AppConfig
 from gorkheavy.core.redact import for_clients, redact
 from gorkheavy.core.text import repair
-from gorkheavy.core.types import AllExpertsFailedError, EnsembleResult, StageEvent, StageStatus
+from gorkheavy.core.types import (
+    AllExpertsFailedError,
+    EnsembleResult,
+    RequestOptions,
+    StageEvent,
+    StageStatus,
+)
 from gorkheavy.metrics import Metrics
 from gorkheavy.runtime import BackendCheck, Runtime, check_backends, check_store, open_runtime
 
@@ -304,24 +310,43 @@ class _EventStream:
         await self.response.write(f": {text}\n\n".encode())
 
 
+Run = Callable[[Runtime, Callable[[StageEvent], None], Callable[[str], None]], Awaitable[EnsembleResult]]
+
+
 async def _pump(
     state: ServerState,
-    run: Callable[[Runtime, Callable[[StageEvent], None]], Awaitable[EnsembleResult]],
+    run: Run,
+    stream: _EventStream,
     on_stage: Callable[[StageEvent], Awaitable[None]],
+    on_token: Callable[[str], Awaitable[None]],
 ) -> EnsembleResult:
-    """Run the pipeline while forwarding its stage events; returns its result or raises its error."""
-    queue: asyncio.Queue[StageEvent | None] = asyncio.Queue()
+    """Run the pipeline while forwarding its stage events and the judge's tokens; returns its result or
+    raises its error. While nothing happens a comment goes out every ``server.heartbeat_seconds``, so an
+    idle-timeout proxy does not cut the stream."""
+    queue: asyncio.Queue[StageEvent | str | None] = asyncio.Queue()
+    every = state.config.server.heartbeat_seconds
 
     async def produce() -> EnsembleResult:
         try:
-            return await _run(state, lambda rt: run(rt, queue.put_nowait))
+            return await _run(state, lambda rt: run(rt, queue.put_nowait, queue.put_nowait))
         finally:
             queue.put_nowait(None)
 
     task = asyncio.create_task(produce())
     try:
-        while (event := await queue.get()) is not None:
-            await on_stage(event)
+        while True:
+            try:
+                async with asyncio.timeout(every):
+                    item = await queue.get()
+            except TimeoutError:
+                await stream.comment("keep-alive")
+                continue
+            if item is None:
+                break
+            if isinstance(item, str):
+                await on_token(item)
+            else:
+                await on_stage(item)
         return await task
     finally:
         if not task.done():
@@ -350,14 +375,23 @@ async def _chat_events(request: web.Request, state: ServerState, body: api.ChatB
     async def stage(event: StageEvent) -> None:
         await stream.send(json.dumps(api.public_event(event)), "stage")
 
+    async def token(text: str) -> None:
+        await stream.send(json.dumps({"text": text}, ensure_ascii=False), "token")
+
     try:
         try:
             result = await _pump(
                 state,
-                lambda rt, sink: rt.pipeline.run(
-                    body.session, body.message, strategy=body.strategy, on_event=sink
+                lambda rt, sink, tokens: rt.pipeline.run(
+                    body.session,
+                    body.message,
+                    strategy=body.strategy,
+                    on_event=sink,
+                    ask=RequestOptions(on_token=tokens),
                 ),
+                stream,
                 stage,
+                token,
             )
         except Exception as exc:  # the stream ends with an error event, never silently
             error = _stream_error(request, exc)
@@ -385,6 +419,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     async with state.admission.slot():
         if parsed.stream:
             return await _completion_events(request, state, parsed, ident)
+        ask = RequestOptions(instructions=parsed.instructions, options=parsed.options)
         try:
             result = await _run(
                 state,
@@ -394,6 +429,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
                     history=parsed.history,
                     strategy=parsed.strategy,
                     remember=False,
+                    ask=ask,
                 ),
             )
         except AllExpertsFailedError as exc:
@@ -411,24 +447,40 @@ async def _completion_events(
     async def stage(event: StageEvent) -> None:
         await stream.comment(f"{event.stage} {event.name} {event.status.value}")
 
+    sent: list[str] = []  # the judge's synthesis as streamed so far
+
+    async def token(text: str) -> None:
+        if not sent:
+            text = text.lstrip()  # the answer is the synthesis stripped
+        if text:
+            sent.append(text)
+            await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {"content": text})))
+
     try:
         try:
             result = await _pump(
                 state,
-                lambda rt, sink: rt.pipeline.run(
+                lambda rt, sink, tokens: rt.pipeline.run(
                     "openai",
                     parsed.question,
                     history=parsed.history,
                     strategy=parsed.strategy,
                     remember=False,
                     on_event=sink,
+                    ask=RequestOptions(
+                        instructions=parsed.instructions, options=parsed.options, on_token=tokens
+                    ),
                 ),
+                stream,
                 stage,
+                token,
             )
         except Exception as exc:  # the stream ends with an error, never silently
             await stream.send(json.dumps(_stream_error(request, exc).body()))
         else:
-            await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {"content": result.answer})))
+            rest = _unsent(result.answer, "".join(sent))
+            if rest:
+                await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {"content": rest})))
             await stream.send(json.dumps(api.chunk_body(ident, parsed.model, {}, "stop")))
             if parsed.include_usage:
                 usage = api.usage_of(result)
@@ -442,9 +494,27 @@ async def _completion_events(
     return stream.response
 
 
+def _unsent(answer: str, streamed: str) -> str:
+    """What of ``answer`` the client has not seen after ``streamed`` tokens: the rest of it, or (when the
+    answer is not the streamed synthesis, e.g. the fallback after the judge failed midway) all of it."""
+    if answer.startswith(streamed):
+        return answer[len(streamed) :]
+    if streamed.rstrip() == answer:
+        return ""
+    return ("\n\n" if streamed else "") + answer
+
+
 async def models(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     return _json(api.models_body(state.config.server.model_id, state.started))
+
+
+async def model(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    ident = request.match_info["model"]
+    if ident not in api.model_ids(state.config.server.model_id):
+        raise api.model_not_found(ident, state.config.server.model_id)
+    return _json(api.model_body(ident, state.started))
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -526,6 +596,7 @@ def create_app(config: AppConfig, environ: Mapping[str, str]) -> web.Application
     app.router.add_post("/v1/chat", chat)
     app.router.add_post("/v1/chat/completions", completions)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{model}", model)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

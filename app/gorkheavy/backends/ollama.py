@@ -111,7 +111,7 @@ class OllamaClient:
             async with self._session.post(url, json=body) as response:
                 if response.status != 200:
                     raise await self._status_error(spec, response)
-                return await self._read_stream(spec, response, call.max_bytes)
+                return await self._read_stream(spec, response, call)
         except _CONNECTION_ERRORS as exc:
             raise ModelCallError(
                 ErrorCause.CONNECTION, f"{spec.label}: connection failed ({_describe(exc)})"
@@ -160,7 +160,7 @@ class OllamaClient:
             yield buffer
 
     async def _read_stream(
-        self, spec: ModelSpec, response: aiohttp.ClientResponse, max_bytes: int
+        self, spec: ModelSpec, response: aiohttp.ClientResponse, call: CallOptions
     ) -> ModelReply:
         """Assemble the streamed reply; past ``max_bytes`` of text it is cut there and the call ends.
 
@@ -169,6 +169,7 @@ class OllamaClient:
         """
         parts: list[str] = []
         size = 0
+        max_bytes = call.max_bytes
         try:
             async for line in self._lines(response):
                 chunk = json.loads(line)
@@ -184,6 +185,8 @@ class OllamaClient:
                     content = message.get("content")
                     if isinstance(content, str) and content:
                         parts.append(content)
+                        if call.on_text is not None:
+                            call.on_text(repair_text(content))
                         size += len(content.encode("utf-8", "surrogatepass"))
                         if max_bytes and size >= max_bytes:
                             text = repair_text(_cut("".join(parts), max_bytes))

@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from gorkheavy.core import judge as judging
@@ -36,6 +36,7 @@ from gorkheavy.core.types import (
     Exchange,
     ModelCallError,
     ModelReply,
+    RequestOptions,
     StageEvent,
     StageStatus,
     Strategy,
@@ -72,15 +73,47 @@ class ModelCaller(Protocol):
     ) -> ModelReply: ...
 
 
-def call_options(spec: ModelSpec, limit: ReplyLimit) -> CallOptions:
-    """A stage's size cap for one model: ``num_predict`` (the smaller of the cap and the entry's own)
-    and the byte cap."""
-    options: dict[str, Any] = {}
+def _positive_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def call_options(
+    spec: ModelSpec,
+    limit: ReplyLimit,
+    asked: Mapping[str, Any] | None = None,
+    on_text: Callable[[str], None] | None = None,
+) -> CallOptions:
+    """One model call's options: what the caller ``asked`` for (over the entry's own), and the stage's size
+    cap: ``num_predict`` is the smallest of the cap, the entry's own and the caller's; the byte cap."""
+    options: dict[str, Any] = dict(asked or {})
+    wanted = [
+        n
+        for n in (_positive_int(spec.options.get("num_predict")), _positive_int(options.get("num_predict")))
+        if n
+    ]
     if limit.tokens > 0:
-        own = spec.options.get("num_predict")
-        keeps_own = isinstance(own, int) and not isinstance(own, bool) and 0 < own < limit.tokens
-        options["num_predict"] = own if keeps_own else limit.tokens
-    return CallOptions(options=options, max_bytes=limit.bytes)
+        wanted.append(limit.tokens)
+    if wanted:
+        options["num_predict"] = min(wanted)
+    return CallOptions(options=options, max_bytes=limit.bytes, on_text=on_text)
+
+
+class _Turn:
+    """What one request asked for, and what its model calls reported (durations, token counts)."""
+
+    def __init__(self, ask: RequestOptions) -> None:
+        self.ask = ask
+        self.durations: dict[str, float] = {}  # what each model server says it spent (total_duration)
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def note(self, spec: ModelSpec, reply: ModelReply) -> None:
+        self.durations[spec.name] = reply.total_duration_ns / 1e9
+        self.prompt_tokens += reply.prompt_eval_count
+        self.completion_tokens += reply.eval_count
+
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
 
 
 def too_long(spec: ModelSpec, stage: str, limit: ReplyLimit) -> ModelCallError:
@@ -164,7 +197,7 @@ class Pipeline:
         *,
         empty: str,
         sink: EventSink | None,
-        reported: dict[str, float],
+        turn: _Turn,
     ) -> tuple[str, float, ModelCallError | None]:
         """Call one model for a stage, reporting start and outcome: (cleaned text, seconds, failure or None).
 
@@ -175,10 +208,11 @@ class Pipeline:
         self._emit(sink, StageEvent(stage, spec.name, StageStatus.START))
         start = self._clock()
         limit = getattr(self.settings.limits, stage)
+        asked = turn.ask.options if stage == "expert" else None
         cut: ModelCallError | None = None
         try:
-            reply = await self._call(spec, messages, limit_s, call=call_options(spec, limit))
-            reported[spec.name] = reply.total_duration_ns / 1e9
+            reply = await self._call(spec, messages, limit_s, call=call_options(spec, limit, asked))
+            turn.note(spec, reply)
             text = clean(reply.text)
             if reply.truncated:
                 cut = too_long(spec, stage, limit)
@@ -197,7 +231,7 @@ class Pipeline:
         return text, seconds, cut
 
     async def _promptimize(
-        self, question: str, history: Sequence[Exchange], sink: EventSink | None, reported: dict[str, float]
+        self, question: str, history: Sequence[Exchange], sink: EventSink | None, turn: _Turn
     ) -> tuple[str, str, float]:
         """(query to use, error or '', seconds); never raises a ModelCallError."""
         spec = self.settings.roster.promptimizer
@@ -211,7 +245,7 @@ class Pipeline:
             prompts.clean_rewrite,
             empty="rewrite",
             sink=sink,
-            reported=reported,
+            turn=turn,
         )
         if failure is not None:  # a cut rewrite is no rewrite: the experts get the question as asked
             return question, failure.message, seconds
@@ -225,17 +259,17 @@ class Pipeline:
         *,
         history: Sequence[Exchange],
         sink: EventSink | None,
-        reported: dict[str, float],
+        turn: _Turn,
     ) -> Candidate:
         text, seconds, failure = await self._stage_call(
             "expert",
             spec,
-            prompts.expert_messages(query, history),
+            prompts.expert_messages(query, history, turn.ask.instructions),
             self.settings.timeouts.expert,
             prompts.strip_thinking,
             empty="answer",
             sink=sink,
-            reported=reported,
+            turn=turn,
         )
         if failure is not None:  # failed (no text) or cut at the size cap (the text up to the cap)
             return Candidate(spec.name, spec.model, kind, text, seconds, failure.message, failure.cause)
@@ -247,11 +281,11 @@ class Pipeline:
         rewrite: asyncio.Task[tuple[str, str, float]],
         history: Sequence[Exchange],
         sink: EventSink | None,
-        reported: dict[str, float],
+        turn: _Turn,
     ) -> Candidate:
         query, error, _ = await rewrite
         kind: Literal["optimized", "raw"] = "raw" if error else "optimized"
-        return await self._expert(spec, query, kind, history=history, sink=sink, reported=reported)
+        return await self._expert(spec, query, kind, history=history, sink=sink, turn=turn)
 
     # -- the request -----------------------------------------------------------------------------------------
 
@@ -264,6 +298,7 @@ class Pipeline:
         strategy: Strategy | None = None,
         remember: bool = True,
         on_event: EventSink | None = None,
+        ask: RequestOptions | None = None,
     ) -> EnsembleResult:
         """Answer ``question`` in ``session``.
 
@@ -285,7 +320,7 @@ class Pipeline:
             past = list(history)
         past = past[-settings.memory_turns :] if settings.memory_turns > 0 else []
 
-        reported: dict[str, float] = {}  # what each model server says it spent (total_duration)
+        turn = _Turn(ask or RequestOptions())
         experts_started = self._clock()
         # the promptimizer runs only when an expert takes its rewrite; nobody would wait for it otherwise
         wanted = any(spec.optimized_query for spec in roster.experts)
@@ -302,12 +337,12 @@ class Pipeline:
         rewrite: asyncio.Task[tuple[str, str, float]] | None = None
         async with asyncio.TaskGroup() as group:
             if wanted or roster.promptimizer is None:
-                rewrite = group.create_task(self._promptimize(question, past, on_event, reported))
+                rewrite = group.create_task(self._promptimize(question, past, on_event, turn))
             tasks = [
-                group.create_task(self._optimized_expert(spec, rewrite, past, on_event, reported))
+                group.create_task(self._optimized_expert(spec, rewrite, past, on_event, turn))
                 if spec.optimized_query and roster.promptimizer is not None and rewrite is not None
                 else group.create_task(
-                    self._expert(spec, question, "raw", history=past, sink=on_event, reported=reported)
+                    self._expert(spec, question, "raw", history=past, sink=on_event, turn=turn)
                 )
                 for spec in roster.experts
             ]
@@ -333,9 +368,9 @@ class Pipeline:
             usable=usable,
             timings=timings,
             sink=on_event,
-            reported=reported,
+            turn=turn,
         )
-        for name, seconds in reported.items():
+        for name, seconds in turn.durations.items():
             timings[f"model:{name}"] = seconds
 
         memory_error = ""
@@ -366,6 +401,7 @@ class Pipeline:
             judge_reason=reason,
             labels=labels,
             memory_error=memory_error,
+            usage=turn.usage(),
         )
 
     async def _vote(
@@ -374,7 +410,7 @@ class Pipeline:
         question: str,
         past: Sequence[Exchange],
         labelled: Sequence[tuple[str, Candidate]],
-        reported: dict[str, float],
+        turn: _Turn,
     ) -> tuple[judging.Verdict | None, Candidate | None, ModelCallError | None]:
         """One judge call on one shuffled order: (verdict, the candidate it names, or the error)."""
         labels = [label for label, _ in labelled]
@@ -382,12 +418,12 @@ class Pipeline:
         try:
             reply = await self._call(
                 spec,
-                prompts.judge_select_messages(question, past, texts),
+                prompts.judge_select_messages(question, past, texts, turn.ask.instructions),
                 self.settings.timeouts.judge,
                 fmt=prompts.verdict_schema(labels),
                 call=call_options(spec, self.settings.limits.judge),
             )
-            reported[spec.name] = reply.total_duration_ns / 1e9
+            turn.note(spec, reply)
             verdict = judging.parse_verdict(reply.text, labels)
             if verdict is None:
                 raise ModelCallError(
@@ -406,7 +442,7 @@ class Pipeline:
         usable: Sequence[Candidate],
         timings: dict[str, float],
         sink: EventSink | None,
-        reported: dict[str, float],
+        turn: _Turn,
     ) -> tuple[str, str, VerdictSource, str, str, dict[str, str]]:
         """(answer, winner, source, judge error, judge reason, label -> expert name of the first order).
 
@@ -431,12 +467,11 @@ class Pipeline:
         if strategy is Strategy.SYNTHESIZE:
             texts = [(label, candidate.text) for label, candidate in orders[0]]
             try:
-                messages = prompts.judge_synthesize_messages(question, past, texts)
+                messages = prompts.judge_synthesize_messages(question, past, texts, turn.ask.instructions)
                 limit = self.settings.limits.judge
-                reply = await self._call(
-                    spec, messages, self.settings.timeouts.judge, call=call_options(spec, limit)
-                )
-                reported[spec.name] = reply.total_duration_ns / 1e9
+                call = call_options(spec, limit, turn.ask.options, turn.ask.on_token)
+                reply = await self._call(spec, messages, self.settings.timeouts.judge, call=call)
+                turn.note(spec, reply)
                 text = prompts.strip_thinking(reply.text)
                 if not text:
                     raise ModelCallError(ErrorCause.EMPTY, f"{spec.label} returned an empty synthesis")
@@ -457,9 +492,7 @@ class Pipeline:
                 self._emit(sink, StageEvent("judge", spec.name, StageStatus.OK, timings["judge"]))
                 return text, spec.name, VerdictSource.SYNTHESIZED, "", "", labels
         else:
-            votes = await asyncio.gather(
-                *(self._vote(spec, question, past, order, reported) for order in orders)
-            )
+            votes = await asyncio.gather(*(self._vote(spec, question, past, order, turn) for order in orders))
             tally = Counter(chosen.name for _, chosen, _ in votes if chosen is not None)
             winner, count = tally.most_common(1)[0] if tally else ("", 0)
             if count * 2 > len(votes):

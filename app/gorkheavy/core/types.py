@@ -6,7 +6,7 @@ Everything here is immutable and free of I/O so results can be compared, seriali
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -64,11 +64,28 @@ class CallOptions:
     """What one model call asks for beside its messages.
 
     ``options``: Ollama model options for this call (over the roster entry's own); ``max_bytes``: the
-    reply's text is cut at this many UTF-8 bytes and the call ends there (0: no cap).
+    reply's text is cut at this many UTF-8 bytes and the call ends there (0: no cap); ``on_text``: called
+    with each piece of the reply's text as it arrives.
     """
 
     options: Mapping[str, Any] = field(default_factory=dict)
     max_bytes: int = 0
+    on_text: Callable[[str], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """What a caller asks of one ensemble request beside the question (the OpenAI endpoint's parameters).
+
+    ``instructions``: the caller's system/developer text, given to every expert and to the judge as
+    context; ``options``: Ollama options for every expert call and the judge's synthesis (``num_predict``
+    from ``max_tokens``, ``stop``, ``temperature``, ``top_p``, ``seed``); ``on_token``: called with each
+    piece of the judge's synthesis as it is written (strategy synthesize).
+    """
+
+    instructions: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    on_token: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +164,7 @@ class EnsembleResult:
     judge_reason: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     memory_error: str = ""  # the answer could not be stored in the session's memory (it is still the answer)
+    usage: Mapping[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens of all calls
 
     @property
     def fallback(self) -> bool:
@@ -168,6 +186,7 @@ class EnsembleResult:
             "promptimizer_error": self.promptimizer_error or None,
             "labels": dict(self.labels),
             "memory_error": self.memory_error or None,
+            "usage": dict(self.usage),
             "candidates": [c.as_dict() for c in self.candidates],
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
         }

@@ -226,6 +226,7 @@ async def test_openai_client_uses_the_ensemble_as_one_model(backend: Backend, se
         assert reply.model_extra["gorkheavy"]["winner"] in {"qwen-small", "qwen", "llama"}
         history = backend.chats("qwen")[-1].body["messages"]
         assert [(m["role"], m["content"]) for m in history[1:]] == [
+            ("system", "Be brief."),
             ("user", "What's the capital of France?"),
             ("assistant", "Paris."),
             ("user", "And its population?"),
