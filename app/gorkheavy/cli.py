@@ -1,6 +1,7 @@
 """The ``gorkheavy`` command: chat, ask, serve, doctor.
 
-Exit codes: 0 success (also when a chat ends with exit/quit/EOF/Ctrl-C), 1 the ensemble or a backend failed,
+Exit codes: 0 success (also when a chat ends with exit/quit/EOF/Ctrl-C at the prompt; Ctrl-C during an
+answer cancels that answer), 1 the ensemble or a backend failed,
 2 the command line or the configuration is wrong.
 """
 
@@ -14,7 +15,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +23,7 @@ from typing import IO, Any
 from gorkheavy import __version__
 from gorkheavy.backends.memory import MemoryStoreError, open_store
 from gorkheavy.config import CONFIG_ENV, AppConfig, ConfigError, load, state_dir
+from gorkheavy.core.text import printable
 from gorkheavy.core.types import AllExpertsFailedError, EnsembleResult, StageEvent, StageStatus, Strategy
 from gorkheavy.runtime import Runtime, check_backends, open_client, open_runtime
 
@@ -119,17 +121,22 @@ class Progress:
             self._stream.flush()
 
 
-def _print_candidates(result: EnsembleResult, out: IO[str]) -> None:
+def _as_is(text: str) -> str:
+    return text
+
+
+def _print_candidates(result: EnsembleResult, out: IO[str], shown: Callable[[str], str] = _as_is) -> None:
+    """Every candidate under the answer; ``shown`` makes model text safe for a terminal."""
     out.write(f"  (winner: {result.winner}, decided by: {result.verdict_source.value})\n")
     for candidate in result.candidates:
         mark = "*" if candidate.name == result.winner else " "
         about = f"{candidate.model}, {candidate.query} query, {candidate.seconds:.2f}s"
         head = f"  {mark} {candidate.name} [{about}]"
         if candidate.ok:
-            body = "\n".join("      " + line for line in candidate.text.splitlines())
+            body = "\n".join("      " + line for line in shown(candidate.text).splitlines())
             out.write(f"{head}\n{body}\n")
         else:
-            out.write(f"{head} failed: {candidate.error}\n")
+            out.write(f"{head} failed: {shown(candidate.error)}\n")
 
 
 def _failure(exc: AllExpertsFailedError) -> str:
@@ -197,17 +204,20 @@ def _chat(config: AppConfig, args: argparse.Namespace, environ: Mapping[str, str
 
                 try:
                     result = runner.run(turn())
+                except KeyboardInterrupt:  # Ctrl-C cancels this answer; at the prompt it leaves
+                    err.write("\n(cancelled)\n")
+                    continue
                 except AllExpertsFailedError as exc:
-                    err.write(_failure(exc) + "\n")
+                    err.write(printable(_failure(exc)) + "\n")
                     continue
                 except MemoryStoreError as exc:
                     err.write(f"Error: {exc}\n")
                     continue
                 if result.memory_error:
                     err.write(f"warning: this exchange was not remembered: {result.memory_error}\n")
-                out.write(f"Reply: {result.answer}\n")
+                out.write(f"Reply: {printable(result.answer)}\n")
                 if args.show_candidates:
-                    _print_candidates(result, out)
+                    _print_candidates(result, out, printable)
                 out.write("\n")
                 out.flush()
         except KeyboardInterrupt:
@@ -251,9 +261,10 @@ async def _ask(config: AppConfig, args: argparse.Namespace, environ: Mapping[str
     if args.json:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
     else:
-        sys.stdout.write(result.answer + "\n")
+        shown = printable if sys.stdout.isatty() else _as_is  # a pipe gets the text as the model wrote it
+        sys.stdout.write(shown(result.answer) + "\n")
         if args.show_candidates:
-            _print_candidates(result, sys.stdout)
+            _print_candidates(result, sys.stdout, shown)
     return 0
 
 

@@ -28,3 +28,18 @@ def repair(value: object) -> object:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# C0 controls but tab and newline, DEL, C1 controls (0x9b is a one-byte CSI), and the bidirectional
+# overrides/isolates that reorder what a terminal shows
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    if code < 0x20 or code == 0x7F:
+        return "^" + chr(code ^ 0x40)  # caret notation: ESC is ^[, CR is ^M
+    return f"<U+{code:04X}>"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write to a terminal: control sequences are shown, not obeyed (ESC as ``^[``)."""
+    return _CONTROL.sub(_visible, text)

@@ -221,17 +221,43 @@ def test_chat_ends_cleanly_on_quit_eof_and_ctrl_c(
     assert "Traceback" not in (child.before or "")
 
 
-def test_ctrl_c_while_models_work_ends_cleanly(tmp_path: Path, standin: tuple[OllamaStandin, str]) -> None:
+def test_ctrl_c_during_an_answer_cancels_it_and_a_second_at_the_prompt_leaves(
+    tmp_path: Path, standin: tuple[OllamaStandin, str]
+) -> None:
     server, url = standin
     server.configure(MODELS["judge"], failure="hang")
     child = spawn_chat(tmp_path, write_config(tmp_path, url))
     child.sendline("a question that is never decided")
     child.expect_exact("judge...")  # the progress line on the terminal shows the judge at work
     child.sendintr()
+    child.expect_exact("(cancelled)")
+    child.expect_exact("YOU: ")  # back at the prompt, the session goes on
+    server.configure(MODELS["judge"], failure="none")
+    assert " answer " in ask(child, "and now a question that is answered")
+    child.sendintr()  # at the prompt: leave
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
     assert "Traceback" not in (child.before or "")
+
+
+def test_chat_shows_terminal_control_sequences_instead_of_obeying_them(
+    tmp_path: Path, standin: tuple[OllamaStandin, str]
+) -> None:
+    server, url = standin
+    hostile = "clear\x1b[2J title\x1b]0;pwned\x07 back\r\x9b31m"
+    for name in ("qwen-small", "qwen", "llama"):
+        server.behavior(MODELS[name]).reply = hostile
+    child = spawn_chat(tmp_path, write_config(tmp_path, url), "--show-candidates")
+    child.sendline("hi")
+    child.expect_exact("YOU: ")
+    shown = child.before or ""
+    assert "Reply: clear^[[2J title^[]0;pwned^G back^M<U+009B>31m" in shown
+    assert "\x1b[2J" not in shown
+    assert "\x1b]0;" not in shown
+    assert "\x07" not in shown
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
 
 
 def test_chat_line_editing_history_and_candidates(tmp_path: Path, standin: tuple[OllamaStandin, str]) -> None:
