@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -17,8 +18,12 @@ FATAL = re.compile(r'^time="[0-9T:+Z-]+" level=fatal msg="(?P<msg>.*)"$')
 
 
 def run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # never read this machine's /etc/rancher/k3s/config.yaml: the default path points at nothing here
+    env = {**os.environ, "K3S_CONFIG_FILE": "/nonexistent/k3sim/config.yaml"}
+    env.pop("K3S_TOKEN", None)
+    env.pop("K3S_URL", None)
     return subprocess.run(
-        [sys.executable, str(binary), *args], capture_output=True, text=True, timeout=30, check=False
+        [sys.executable, str(binary), *args], capture_output=True, text=True, timeout=60, check=False, env=env
     )
 
 
