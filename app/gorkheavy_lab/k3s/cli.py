@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,7 +65,13 @@ async def run_agent(values: dict[str, Any], args: list[str], rel: release.Releas
     supervisor = url.rstrip("/")
     if not values.get("disable-apiserver-lb"):
         balancer = LoadBalancer(lb_port, host_port, log)
-        await balancer.start()
+        try:
+            await balancer.start()
+        except OSError as exc:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise server.FatalError(
+                f"failed to create load balancer: listen tcp 127.0.0.1:{lb_port}: bind: {reason}"
+            ) from exc
         supervisor = f"https://127.0.0.1:{lb_port}"
     ident = server.identity(values, args, server_role=False, towards=host_port.rsplit(":", 1)[0])
     agent = Agent(
@@ -135,4 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+    except Exception as exc:  # a fatal line in the journal; the trace only with --debug
+        log.debug(traceback.format_exc())
+        log.fatal(f"{type(exc).__name__}: {exc}")
+        return 1
     return 0

@@ -351,6 +351,11 @@ async def run(values: dict[str, Any], args: list[str], release: Release, log: Lo
     port = int(values.get("https-listen-port") or 6443)
     bind = str(values.get("bind-address") or "0.0.0.0")
     log.info(f"Starting k3s {release.version} ({release.short_commit})")
+    if values.get("server"):
+        raise FatalError(
+            "the K3s stand-in runs a single server: joining another server (--server on k3s server) "
+            "is not modelled"
+        )
     images.import_dir(data_dir, log)
     pki = ServerPKI.load_or_create(data_dir)
     creds = load_credentials(data_dir, values, pki.server_ca.pem)

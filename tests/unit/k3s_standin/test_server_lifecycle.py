@@ -75,3 +75,17 @@ def test_operator_token_and_busy_port(k3s_binary: Path, tmp_path: Path) -> None:
         'level=fatal msg="starting kubernetes: preparing server: '
         f'listen tcp 0.0.0.0:{port}: bind: address already in use"' in result.stderr
     )
+
+
+def test_second_server_joining_is_refused_clearly(k3s_binary: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(k3s_binary), *_args(tmp_path, free_port(), "--server", "https://10.0.0.1:6443")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"GORKHEAVY_K3S_ETC": str(tmp_path / "etc"), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    assert 'level=fatal msg="the K3s stand-in runs a single server' in result.stderr
+    assert not (tmp_path / "data" / "server").exists()
