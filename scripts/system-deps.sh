@@ -3,7 +3,7 @@
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in podman runc debootstrap postgresql openssh-client sshpass iproute2 uidmap chromium chromium-driver fonts-dejavu-core; do
+for pkg in podman runc debootstrap postgresql redis-server openssh-client sshpass iproute2 uidmap chromium chromium-driver fonts-dejavu-core; do
   have "$pkg" || need+=("$pkg")
 done
 if [ "${#need[@]}" -eq 0 ]; then

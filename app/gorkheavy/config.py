@@ -186,6 +186,24 @@ class ServerConfig(_Strict):
     model_id: str = "gorkheavy"
 
 
+class CacheConfig(_Strict):
+    """The answer cache: off by default; in this process, or in Redis when ``url`` is set."""
+
+    enabled: bool = False
+    ttl: Annotated[float, Field(gt=0, le=365 * 24 * 3600)] = 600.0
+    url: str | None = Field(
+        default=None, description="redis://, rediss:// or unix:// URL; none: this process"
+    )
+    max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use a Redis URL: redis://host:6379/0, rediss://... or unix:///path/redis.sock")
+        return value
+
+
 class HttpConfig(_Strict):
     max_connections: Annotated[int, Field(ge=0, le=100_000)] = 0
     max_line_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
@@ -208,6 +226,7 @@ class FileConfig(_Strict):
     memory: MemoryConfig = MemoryConfig()
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
+    cache: CacheConfig = CacheConfig()
 
     @field_validator("keep_alive", mode="before")
     @classmethod
@@ -284,6 +303,7 @@ class AppConfig:
     server: ServerConfig
     http: HttpConfig
     warnings: tuple[str, ...]
+    cache: CacheConfig
 
     def memory_dsn(self, environ: Mapping[str, str]) -> str | None:
         return environ.get(MEMORY_DSN_ENV) or self.memory.dsn
@@ -392,8 +412,11 @@ def build(data: Any, source: str = "<defaults>") -> AppConfig:
         keep_alive=parsed.keep_alive,
         judge_votes=parsed.judge_votes,
         limits=parsed.reply_limits.limits(),
+        cache_ttl=parsed.cache.ttl,
     )
-    return AppConfig(source, settings, parsed.memory, parsed.server, parsed.http, tuple(warnings))
+    return AppConfig(
+        source, settings, parsed.memory, parsed.server, parsed.http, tuple(warnings), parsed.cache
+    )
 
 
 def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> AppConfig:

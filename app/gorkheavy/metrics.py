@@ -57,6 +57,12 @@ class Metrics:
             "Answers returned although the memory store could not keep them (flagged memory_error).",
             registry=r,
         )
+        self.cache = Counter(
+            "gorkheavy_answer_cache_total",
+            "Answer cache look-ups by result (hit: answered without calling any model).",
+            ["result"],
+            registry=r,
+        )
         self.winners = Counter(
             "gorkheavy_winner_total", "Which expert's answer was chosen.", ["name"], registry=r
         )
@@ -77,12 +83,16 @@ class Metrics:
             self.model_errors.labels(event.name, event.cause.value if event.cause else "unknown").inc()
 
     def on_result(self, result: EnsembleResult) -> None:
+        if result.cache:
+            self.cache.labels(result.cache).inc()
+        if result.memory_error:
+            self.memory_errors.inc()
+        if result.cached:  # no stage ran and no verdict was given this time
+            return
         for stage in ("promptimizer", "experts", "judge", "total"):
             if stage in result.timings:
                 self.stage_seconds.labels(stage).observe(result.timings[stage])
         self.winners.labels(result.winner).inc()
-        if result.memory_error:
-            self.memory_errors.inc()
         self.verdicts.labels(result.verdict_source.value).inc()
 
     def render(self) -> bytes:

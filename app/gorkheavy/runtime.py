@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gorkheavy.backends.cache import CacheError, ProcessCache, RedisCache, open_cache
 from gorkheavy.backends.memory import Store, open_store
 from gorkheavy.backends.ollama import OllamaClient, make_session, model_present, pull_hint
 from gorkheavy.config import AppConfig
@@ -27,6 +28,7 @@ class Runtime:
     client: OllamaClient
     store: Store
     pipeline: Pipeline
+    cache: ProcessCache | RedisCache | None = None
 
 
 @asynccontextmanager
@@ -48,9 +50,16 @@ async def open_runtime(
     async with open_client(config) as client:
         store = await open_store(config, environ)
         try:
-            pipeline = Pipeline(config.pipeline, client, store, listeners=listeners)
-            yield Runtime(config, client, store, pipeline)
+            cache = await open_cache(config)
+        except CacheError:
+            await store.close()
+            raise
+        try:
+            pipeline = Pipeline(config.pipeline, client, store, listeners=listeners, cache=cache)
+            yield Runtime(config, client, store, pipeline, cache)
         finally:
+            if cache is not None:
+                await cache.close()
             await store.close()
 
 

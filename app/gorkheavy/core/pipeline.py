@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 
 from gorkheavy.core import judge as judging
 from gorkheavy.core import prompts
+from gorkheavy.core.cache import AnswerCache, answer_key
 from gorkheavy.core.roster import KeepAlive, ModelSpec, PipelineSettings, ReplyLimit
 from gorkheavy.core.types import (
     AllExpertsFailedError,
@@ -143,10 +144,12 @@ class Pipeline:
         listeners: Sequence[EventSink] = (),
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        cache: AnswerCache | None = None,
     ) -> None:
         self.settings = settings
         self._caller = caller
         self._memory = memory
+        self._cache = cache
         self._listeners = tuple(listeners)
         self._rng = rng or random.Random()
         self._clock = clock
@@ -321,6 +324,20 @@ class Pipeline:
         past = past[-settings.memory_turns :] if settings.memory_turns > 0 else []
 
         turn = _Turn(ask or RequestOptions())
+        key = ""
+        if self._cache is not None:
+            key = answer_key(settings, question, past, strategy, turn.ask)
+            hit = await self._cache_get(key)
+            if hit is not None:
+                return await self._from_cache(
+                    session=session,
+                    question=question,
+                    strategy=strategy,
+                    hit=hit,
+                    remember=remember,
+                    timings=timings,
+                    started=started,
+                )
         experts_started = self._clock()
         # the promptimizer runs only when an expert takes its rewrite; nobody would wait for it otherwise
         wanted = any(spec.optimized_query for spec in roster.experts)
@@ -373,18 +390,18 @@ class Pipeline:
         for name, seconds in turn.durations.items():
             timings[f"model:{name}"] = seconds
 
-        memory_error = ""
-        if remember:
-            mark = self._clock()
-            try:
-                # the answer exists: store it even when the caller is cancelled meanwhile (a client left)
-                await asyncio.shield(
-                    self._memory.append(session, Exchange(question, answer, winner), settings.memory_turns)
-                )
-            except Exception as exc:  # the answer is not lost for it: it is returned, flagged
-                memory_error = str(exc) or type(exc).__name__
-                log.warning("session %s: the answer was not remembered: %s", session, memory_error)
-            timings["memory_write"] = self._clock() - mark
+        if key and source is not VerdictSource.FALLBACK:
+            await self._cache_put(
+                key,
+                {
+                    "answer": answer,
+                    "winner": winner,
+                    "verdict_source": source.value,
+                    "judge_reason": reason,
+                    "labels": dict(labels),
+                },
+            )
+        memory_error = await self._remember(session, Exchange(question, answer, winner), remember, timings)
         timings["total"] = self._clock() - started
         return EnsembleResult(
             session=session,
@@ -402,6 +419,81 @@ class Pipeline:
             labels=labels,
             memory_error=memory_error,
             usage=turn.usage(),
+            cache="miss" if key else "",
+        )
+
+    async def _remember(
+        self, session: str, exchange: Exchange, remember: bool, timings: dict[str, float]
+    ) -> str:
+        """Store the exchange in the session's memory; '' or why it could not be stored."""
+        if not remember:
+            return ""
+        mark = self._clock()
+        try:
+            # the answer exists: store it even when the caller is cancelled meanwhile (a client left)
+            await asyncio.shield(self._memory.append(session, exchange, self.settings.memory_turns))
+        except Exception as exc:  # the answer is not lost for it: it is returned, flagged
+            error = str(exc) or type(exc).__name__
+            log.warning("session %s: the answer was not remembered: %s", session, error)
+            return error
+        finally:
+            timings["memory_write"] = self._clock() - mark
+        return ""
+
+    # -- the answer cache ------------------------------------------------------------------------------------
+
+    async def _cache_get(self, key: str) -> Mapping[str, Any] | None:
+        assert self._cache is not None
+        try:
+            hit = await self._cache.get(key)
+        except Exception as exc:  # a cache that fails is a miss, never a failed request
+            log.warning("answer cache: cannot read (%s); answering without it", exc)
+            return None
+        valid = hit is not None and isinstance(hit.get("answer"), str) and isinstance(hit.get("winner"), str)
+        return hit if valid else None
+
+    async def _cache_put(self, key: str, value: Mapping[str, Any]) -> None:
+        assert self._cache is not None
+        try:
+            await self._cache.put(key, value, self.settings.cache_ttl)
+        except Exception as exc:
+            log.warning("answer cache: cannot store (%s)", exc)
+
+    async def _from_cache(
+        self,
+        *,
+        session: str,
+        question: str,
+        strategy: Strategy,
+        hit: Mapping[str, Any],
+        remember: bool,
+        timings: dict[str, float],
+        started: float,
+    ) -> EnsembleResult:
+        """The answer the cache holds for this question in this context; no model is called."""
+        answer, winner = str(hit["answer"]), str(hit["winner"])
+        memory_error = await self._remember(session, Exchange(question, answer, winner), remember, timings)
+        timings["total"] = self._clock() - started
+        try:
+            source = VerdictSource(str(hit.get("verdict_source")))
+        except ValueError:
+            source = VerdictSource.STRUCTURED
+        labels = hit.get("labels")
+        return EnsembleResult(
+            session=session,
+            question=question,
+            answer=answer,
+            winner=winner,
+            strategy=strategy,
+            verdict_source=source,
+            candidates=(),
+            timings=timings,
+            optimized_query=None,
+            judge_reason=str(hit.get("judge_reason") or ""),
+            labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
+            memory_error=memory_error,
+            usage={"prompt_tokens": 0, "completion_tokens": 0},
+            cache="hit",
         )
 
     async def _vote(

@@ -83,3 +83,4 @@ class PipelineSettings:
     keep_alive: KeepAlive = "30m"
     judge_votes: int = 1
     limits: ReplyLimits = field(default_factory=ReplyLimits)
+    cache_ttl: float = 600.0  # seconds an answer stays in the answer cache (when the pipeline has one)

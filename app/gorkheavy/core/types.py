@@ -165,6 +165,12 @@ class EnsembleResult:
     labels: Mapping[str, str] = field(default_factory=dict)
     memory_error: str = ""  # the answer could not be stored in the session's memory (it is still the answer)
     usage: Mapping[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens of all calls
+    cache: Literal["", "hit", "miss"] = ""  # what the answer cache said ("": no cache)
+
+    @property
+    def cached(self) -> bool:
+        """The answer came from the answer cache: no model was called."""
+        return self.cache == "hit"
 
     @property
     def fallback(self) -> bool:
@@ -187,6 +193,7 @@ class EnsembleResult:
             "labels": dict(self.labels),
             "memory_error": self.memory_error or None,
             "usage": dict(self.usage),
+            "cached": self.cached,
             "candidates": [c.as_dict() for c in self.candidates],
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
         }
