@@ -26,7 +26,15 @@ def kubectl_binary() -> str:
 
 def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [kubectl_binary(), "--kubeconfig", str(kubeconfig), *args],
+        # a discovery cache of its own: a cache left by another server on the same port must not answer
+        [
+            kubectl_binary(),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--cache-dir",
+            str(kubeconfig.parent / ".kube-cache"),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=30,
