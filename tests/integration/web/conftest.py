@@ -60,7 +60,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with standin.serve_in_thread() as ollama_url:
         data = roster(
             ollama_url,
-            server={"host": "127.0.0.1", "port": 0},
+            # keep-alive comments every 0.2 s while nothing else is sent: the page reads streams full of them
+            server={"host": "127.0.0.1", "port": 0, "heartbeat_seconds": 0.2},
             memory={"store": "sqlite", "path": str(tmp / "memory.db")},
             timeouts={"promptimizer": 10, "expert": 10, "judge": 10},
         )

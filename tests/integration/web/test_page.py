@@ -25,7 +25,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.standins.ollama import ModelBehavior
 
-from .conftest import TOKEN, Server
+from .conftest import MODELS, TOKEN, Server
 
 pytestmark = pytest.mark.browser
 
@@ -102,7 +102,7 @@ def model_set(server: Server, name: str, **changes: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        server.model(name, failure="none", latency=0.05, reply=None)
+        server.model(name, failure="none", latency=0.05, reply=None, chunk_delay=0.0, failure_after_chunks=2)
 
 
 def new_session(driver: WebDriver, name: str) -> None:
@@ -177,6 +177,52 @@ def test_an_answer_streams_in_with_each_model_and_why_it_won(
     assert turn.find_element(By.CSS_SELECTOR, '[data-fact="reason"]').text
     assert "What is K3s?" in turn.find_element(By.CSS_SELECTOR, '[data-fact="optimized"]').text
     shoot(page, shots / "chat.png")
+
+
+SYNTHESIS = "The judge writes this answer word by word so the page can show it while it is written."
+
+
+def test_the_synthesis_streams_in_as_the_judge_writes_it(
+    page: WebDriver, server: Server, shots: Path
+) -> None:
+    new_session(page, "synthesis-demo")
+    Select(page.find_element(By.ID, "strategy")).select_by_visible_text("synthesize")
+    with model_set(server, "judge", reply=SYNTHESIS, chunk_delay=0.12):  # about 2 s for its 17 words
+        page.find_element(By.ID, "question").send_keys("Stream the synthesis", Keys.ENTER)
+        turn = until(page, lambda d: css(d, "article.turn"), "the turn")[-1]
+        partial = until(
+            page,
+            lambda d: [e for e in css(turn, "[data-answer][data-partial]") if len(e.text.split()) >= 3],
+            "the first words of the synthesis",
+        )[0]
+        # part of the answer is on screen while the judge still writes it
+        seen = partial.text
+        assert turn.get_attribute("data-state") == "running"
+        assert SYNTHESIS.startswith(seen)
+        assert seen != SYNTHESIS
+        assert partial.get_attribute("aria-busy") == "true"
+        assert "writing the answer" in turn.find_element(By.CSS_SELECTOR, "[data-partial-note]").text
+        shoot(page, shots / "chat-streaming.png")
+        until(page, lambda d: turn.get_attribute("data-state") == "done", "the answer")
+    assert turn.find_element(By.CSS_SELECTOR, "[data-answer]").text == SYNTHESIS
+    assert css(turn, "[data-partial], [data-partial-note], [data-replaced]") == []
+    assert "synthesized" in turn.text
+
+    # the synthesis breaks off after a few words: the fallback's answer replaces it, said so
+    broken = {"failure": "mid_stream_error", "failure_after_chunks": 8}
+    with model_set(server, "judge", reply=SYNTHESIS, chunk_delay=0.12, **broken):
+        page.find_element(By.ID, "question").send_keys("Break off midway", Keys.ENTER)
+        until(page, lambda d: len(css(d, "article.turn")) == 2, "the second turn")
+        turn = css(page, "article.turn")[-1]
+        until(page, lambda d: css(turn, "[data-answer][data-partial]"), "the start of the synthesis")
+        until(page, lambda d: turn.get_attribute("data-state") == "done", "the fallback's answer")
+    winner = turn.find_element(By.CSS_SELECTOR, '[data-fact="winner"]').get_attribute("textContent")
+    assert winner in ("qwen-small", "qwen", "llama")
+    answer = turn.find_element(By.CSS_SELECTOR, "[data-answer]").text
+    assert answer.startswith(MODELS[winner])  # the expert's own answer
+    assert "The judge writes" not in answer
+    assert css(turn, ".badge.fallback")
+    assert "broke off" in turn.find_element(By.CSS_SELECTOR, "[data-replaced]").text
 
 
 def test_a_failing_expert_is_marked_and_counted(page: WebDriver, server: Server, shots: Path) -> None:

@@ -44,7 +44,8 @@ async function getJson(path, token) {
   return response.json();
 }
 
-// POST /v1/chat as Server-Sent Events: calls onEvent(name, data) for each event as it arrives.
+// POST /v1/chat as Server-Sent Events: calls onEvent(name, data) for each event as it arrives, data being the
+// text of its data lines. Comments (the server's ": keep-alive" while the ensemble works) are skipped.
 async function streamChat(body, token, onEvent) {
   const response = await fetch("v1/chat", {
     method: "POST",
@@ -66,14 +67,14 @@ async function streamChat(body, token, onEvent) {
       let event = "message";
       const data = [];
       for (const line of block.split(/\r?\n/)) {
-        if (line.startsWith(":")) continue; // a comment (progress note or heartbeat)
+        if (line.startsWith(":")) continue; // a comment (keep-alive)
         const colon = line.indexOf(":");
         const field = colon < 0 ? line : line.slice(0, colon);
         const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
         if (field === "event") event = text;
         else if (field === "data") data.push(text);
       }
-      if (data.length) onEvent(event, JSON.parse(data.join("\n")));
+      if (data.length) onEvent(event, data.join("\n"));
     }
   }
 }
@@ -270,12 +271,24 @@ function Why({ result }) {
 
 function Turn({ turn }) {
   const { result, error } = turn;
+  // the judge's synthesis as it streams (strategy synthesize); the result's answer replaces it when it comes
+  const partial = !result && turn.streamed.trim() ? turn.streamed.trimStart() : "";
+  const running = turn.state === "running";
+  // a synthesis that broke off midway: the fallback's answer stands instead of the streamed text
+  const replaced = result && result.verdict_source === "fallback" && turn.streamed.trim();
   return html`<article class="turn" data-turn=${turn.id} data-state=${turn.state}>
     <p class="question">${turn.question}</p>
     <${Progress} events=${turn.events} />
-    ${turn.state === "running" && html`<p class="muted small" aria-live="polite">The ensemble is working…</p>`}
+    ${running && !partial && html`<p class="muted small" aria-live="polite">The ensemble is working…</p>`}
+    ${partial &&
+    html`<div class=${`answer partial${running ? " streaming" : ""}`} data-answer data-partial aria-busy=${String(running)}>${partial}</div>
+      <p class="muted small" aria-live="polite" data-partial-note>${running
+        ? "The judge is writing the answer…"
+        : "Incomplete: the stream stopped before the judge finished this answer."}</p>`}
     ${result &&
     html`<div class="answer" data-answer>${result.answer}</div>
+      ${replaced && html`<p class="small notice" data-replaced>The judge's synthesis broke off; the answer above is the
+        fallback's, not the text that was streaming.</p>`}
       <p class="small muted">
         by <strong>${result.winner}</strong> · <span class="badge">${result.verdict_source}</span>
         ${result.fallback && html` <span class="badge fallback">fallback decided</span>`}
@@ -356,17 +369,28 @@ function Chat({ overview, token, onAuth }) {
     setProblem("");
     setTurns((all) => ({
       ...all,
-      [session]: [...(all[session] || []), { id, question, state: "running", events: [], result: null, error: null }],
+      [session]: [
+        ...(all[session] || []),
+        { id, question, state: "running", events: [], streamed: "", result: null, error: null },
+      ],
     }));
-    try {
-      await streamChat({ session, message: question, strategy }, token, (event, data) => {
-        if (event === "stage") update(session, id, (t) => ({ events: [...t.events, data] }));
-        else if (event === "result") update(session, id, () => ({ result: data, state: "done" }));
-        else if (event === "error")
+    const handlers = new Map([
+      ["stage", (data) => update(session, id, (t) => ({ events: [...t.events, data] }))],
+      ["token", (data) => update(session, id, (t) => ({ streamed: t.streamed + (typeof data.text === "string" ? data.text : "") }))],
+      ["result", (data) => update(session, id, () => ({ result: data, state: "done" }))],
+      [
+        "error",
+        (data) =>
           update(session, id, () => ({
             state: "failed",
             error: { message: data.error ? data.error.message : "the request failed", candidates: data.candidates },
-          }));
+          })),
+      ],
+    ]);
+    try {
+      await streamChat({ session, message: question, strategy }, token, (event, data) => {
+        const handle = handlers.get(event);
+        if (handle) handle(JSON.parse(data)); // an event this page does not know (a newer server's) is skipped
       });
       update(session, id, (t) => (t.state === "running" ? { state: "failed", error: { message: "the answer stream ended early" } } : {}));
     } catch (e) {
@@ -394,7 +418,8 @@ function Chat({ overview, token, onAuth }) {
     <section class="conversation" aria-labelledby="conversation-title">
       <h2 id="conversation-title" class="sr-only">Conversation</h2>
       <p class="muted small">Session <strong id="current-session">${current}</strong>. Each model's progress shows as it
-        happens; the answer appears when the judge has decided.</p>
+        happens. With <em>synthesize</em> the judge's answer streams in as it writes it; with <em>select</em> the chosen
+        answer appears whole once the judge's verdict is in.</p>
       ${problem && html`<p class="notice" role="alert">${problem}</p>`}
       ${mine.map((t) => html`<${Turn} key=${t.id} turn=${t} />`)}
       <${Ask} overview=${overview} busy=${busy} onAsk=${ask} />
