@@ -408,7 +408,8 @@ class Agent:
                     await asyncio.sleep(CONFIG_RETRY)
             await self._safe_heartbeat()
             self.registered.set()
-            if notify:
+            if notify:  # on a server the server notifies systemd, on agent-only nodes the agent does
+                self.log.info("k3s agent is up and running")
                 systemd.notify()
             while True:
                 await asyncio.sleep(HEARTBEAT_SECONDS)

@@ -431,15 +431,18 @@ async def run(values: dict[str, Any], args: list[str], release: Release, log: Lo
             for name in core.mark_stale_nodes(store, grace):
                 log.info(f"Node {name} is NotReady: Kubelet stopped posting node status.")
 
+    # K3s notifies systemd once the apiserver is ready; its own agent registers the Node after that
+    log.info("Kube API server is now running")
+    log.info("k3s is up and running")
+    systemd.notify()
     tasks = [asyncio.create_task(lifecycle())]
-    agent: Agent | None = None
     if not values.get("disable-agent"):
         agent = Agent(
             AgentConfig(
                 server_url=f"https://127.0.0.1:{port}",
                 supervisor=f"https://127.0.0.1:{port}",
                 token=parse(
-                    f"K10{hashlib.sha256(pki.server_ca.pem).hexdigest()}::node:{creds.server_password}"
+                    f"K10{hashlib.sha256(pki.server_ca.pem).hexdigest()}::node:{creds.agent_password}"
                 ),
                 identity=ident,
                 data_dir=data_dir,
@@ -449,9 +452,6 @@ async def run(values: dict[str, Any], args: list[str], release: Release, log: Lo
             log,
         )
         tasks.append(asyncio.create_task(agent.run(notify=False)))
-        await _wait_first(agent.registered.wait(), tasks)
-    systemd.notify()
-    log.info("k3s is up and running")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

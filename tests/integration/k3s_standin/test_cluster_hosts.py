@@ -180,6 +180,7 @@ def test_wrong_token_was_refused_with_k3s_journal_line(
     assert FACTS["refused_state"] == "activating"
     for agent in agents:
         assert agent.sh("systemctl show -p ActiveState --value k3s-agent.service").stdout.strip() == "active"
+        assert 'level=info msg="k3s agent is up and running"' in _journal(agent, "k3s-agent")
 
 
 def test_real_kubectl_sees_three_ready_nodes(cluster: tuple[SystemdHost, list[SystemdHost], Path]) -> None:

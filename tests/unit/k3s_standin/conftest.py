@@ -46,6 +46,9 @@ def server(k3s_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "--write-kubeconfig",
         str(root / "k3s.yaml"),
     ]
-    with running(k3s_binary, root, args) as process:
+    # "k3s is up and running" (READY=1) comes with the API; wait for the server's own Node as well
+    with running(
+        k3s_binary, root, args, ready="Annotations and labels have been set successfully"
+    ) as process:
         process.port = port  # type: ignore[attr-defined]
         yield process
