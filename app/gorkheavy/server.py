@@ -29,8 +29,10 @@ import logging
 import math
 import re
 import signal
+import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +74,7 @@ class Admission:
         self._waiting = 0
         self._metrics = metrics
         self.in_flight = 0
+        self._running: dict[object, float] = {}  # start time of each running request, oldest first
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -90,12 +93,20 @@ class Admission:
             await self._slots.acquire()
         self.in_flight += 1
         self._metrics.in_flight.inc()
+        token = object()
+        self._running[token] = time.monotonic()
         try:
             yield
         finally:
+            del self._running[token]
             self.in_flight -= 1
             self._metrics.in_flight.dec()
             self._slots.release()
+
+    def oldest_age(self) -> float:
+        """Seconds the longest-running request has been running (0 when none is)."""
+        first = next(iter(self._running.values()), None)
+        return 0.0 if first is None else time.monotonic() - first
 
 
 @dataclass
@@ -108,7 +119,7 @@ class ServerState:
     runtime: Runtime | None = None
     draining: bool = False
     started: int = field(default_factory=lambda: int(time.time()))
-    typical_seconds: float = 1.0
+    recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=128))
     _ready_at: float = 0.0
     _ready: tuple[bool, dict[str, Any]] | None = None
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -119,10 +130,16 @@ class ServerState:
         return self.runtime
 
     def note_duration(self, seconds: float) -> None:
-        self.typical_seconds = 0.9 * self.typical_seconds + 0.1 * seconds
+        self.recent_seconds.append(seconds)
 
     def retry_after(self) -> str:
-        return str(max(1, math.ceil(self.typical_seconds)))
+        """Seconds until a slot is likely free: the median of the last answers' durations, or (before
+        any answer) how long the oldest running request has been at it; at least 1."""
+        if self.recent_seconds:
+            estimate = statistics.median(self.recent_seconds)
+        else:
+            estimate = self.admission.oldest_age()
+        return str(max(1, math.ceil(estimate)))
 
 
 STATE = web.AppKey("gorkheavy_state", ServerState)

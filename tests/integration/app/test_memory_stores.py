@@ -254,3 +254,22 @@ async def test_postgres_keeps_texts_with_nul_characters(postgres_dsn: str) -> No
         assert await store.recent("s", 5) == [odd, Exchange("plain", "text")]
     finally:
         await store.close()
+
+
+async def test_sqlite_commits_a_burst_of_writes_in_a_few_groups(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "m.db")
+    commits = 0
+    commit = store._commit
+
+    async def counted(group: Any) -> None:
+        nonlocal commits
+        commits += 1
+        await commit(group)
+
+    store._commit = counted  # type: ignore[method-assign]
+    try:
+        await asyncio.gather(*(store.append(f"s{n}", Exchange(f"q{n}", "a"), keep=5) for n in range(300)))
+        assert commits <= 3  # the first write alone, then everything queued meanwhile
+        assert all([await store.recent(f"s{n}", 5) == [Exchange(f"q{n}", "a")] for n in range(300)])
+    finally:
+        await store.close()

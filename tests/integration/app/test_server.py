@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -495,3 +496,16 @@ async def test_memory_errors_sent_to_clients_carry_no_file_path(backend: Backend
     assert status == 503
     assert str(tmp_path) not in json.dumps(body)
     assert "<path>" in body["error"]["message"]
+
+
+async def test_retry_after_reflects_the_observed_latency(backend: Backend, serve: Serve) -> None:
+    backend.behavior("judge").latency = 2.2
+    async with serve(server={"max_in_flight": 1, "max_queue": 0}) as (url, http):
+        status, first, _ = await post(http, f"{url}/v1/chat", {"session": "a", "message": "q"})
+        assert status == 200
+        busy = asyncio.create_task(post(http, f"{url}/v1/chat", {"session": "b", "message": "q"}))
+        await asyncio.sleep(0.3)
+        status, _, headers = await post(http, f"{url}/v1/chat", {"session": "c", "message": "q"})
+        await busy
+    assert status == 503
+    assert headers["Retry-After"] == str(math.ceil(first["timings"]["total"]))  # not a constant 1 or 2
