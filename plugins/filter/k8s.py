@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
+from ansible_collections.gorkheavy.lite.plugins.filter.k3s import k3s_parse_taint
 
 SET_LABEL = "gorkheavy.lite/set"
 MANAGED_LABEL = "app.kubernetes.io/managed-by"
@@ -192,18 +193,17 @@ def k8s_pod_report(
     return "\n".join(blocks)
 
 
-def k8s_tolerations(taints: Iterable[str]) -> list[dict[str, str]]:
-    """Tolerations matching K3s ``node-taint`` strings (``key=value:Effect`` or ``key:Effect``)."""
+def k8s_tolerations(taints: Iterable[str | Mapping[str, str]]) -> list[dict[str, str]]:
+    """Tolerations for exactly these taints: K3s ``node-taint`` strings or taint mappings."""
     out = []
-    for taint in taints:
-        spec, sep, effect = str(taint).rpartition(":")
-        if not sep or effect not in {"NoSchedule", "PreferNoSchedule", "NoExecute"} or not spec:
-            raise ValueError(f"{taint!r} is not a taint of the form key=value:Effect or key:Effect")
-        key, eq, value = spec.partition("=")
-        if eq:
-            out.append({"key": key, "operator": "Equal", "value": value, "effect": effect})
+    for item in taints:
+        taint = k3s_parse_taint(item) if isinstance(item, str) else item
+        if "value" in taint:
+            out.append(
+                {"key": taint["key"], "operator": "Equal", "value": taint["value"], "effect": taint["effect"]}
+            )
         else:
-            out.append({"key": key, "operator": "Exists", "effect": effect})
+            out.append({"key": taint["key"], "operator": "Exists", "effect": taint["effect"]})
     return out
 
 

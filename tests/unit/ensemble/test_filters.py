@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import yaml
 
 from tests.unit.ensemble import rendering  # noqa: F401  (puts collections/ on sys.path)
@@ -50,15 +49,15 @@ def test_unwanted_never_returns_objects_outside_the_set() -> None:
     ]
 
 
-def test_tolerations_follow_k3s_taint_strings() -> None:
-    assert k8s.k8s_tolerations(
-        ["node-role.kubernetes.io/control-plane:NoSchedule", "dedicated=ai:NoExecute"]
-    ) == [
+def test_tolerations_tolerate_exactly_the_taints_given_as_k3s_strings_or_mappings() -> None:
+    taints = [
+        "node-role.kubernetes.io/control-plane:NoSchedule",
+        {"key": "dedicated", "value": "ai", "effect": "NoExecute"},
+    ]
+    assert k8s.k8s_tolerations(taints) == [
         {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
         {"key": "dedicated", "operator": "Equal", "value": "ai", "effect": "NoExecute"},
     ]
-    with pytest.raises(ValueError, match="key=value:Effect"):
-        k8s.k8s_tolerations(["dedicated=ai"])
 
 
 POD = yaml.safe_load(
