@@ -27,6 +27,7 @@ from . import images, systemd
 from .agent import Agent, AgentConfig
 from .kube import core
 from .kube.api import ApiServer
+from .kube.extensions import Cluster, Extension
 from .kube.registry import Registry
 from .kube.store import Store
 from .logs import Logger
@@ -35,7 +36,8 @@ from .pki import ServerPKI, write_file
 from .release import Release
 from .tokens import TokenError, parse
 
-DEFAULT_GRACE = 50.0  # kube-controller-manager --node-monitor-grace-period default since Kubernetes 1.32
+# What the server's API is made of; a later stage appends its own extension here (kube/extensions.py).
+EXTENSIONS: tuple[Extension, ...] = (core.extension,)
 
 
 class FatalError(Exception):
@@ -378,9 +380,7 @@ async def run(values: dict[str, Any], args: list[str], release: Release, log: Lo
     log.info(f"Wrote kubeconfig {kubeconfig}")
 
     registry = Registry()
-    core.register(registry)
     store = Store(data_dir / "server" / "db" / "state.db")
-    core.seed(store)
     major, minor, _patch = release.kubernetes
     version_info = {
         "major": major,
@@ -400,6 +400,8 @@ async def run(values: dict[str, Any], args: list[str], release: Release, log: Lo
     api = ApiServer(registry, store, version_info, f"{ident.ip}:{port}")
     supervisor = Supervisor(pki, creds, values, data_dir=data_dir, log=log, api=api)
     api.extra_routes.extend(supervisor.routes())
+    cluster = Cluster(registry, store, api, values, log)
+    controllers = [controller for extend in EXTENSIONS for controller in extend(cluster)]
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -412,6 +414,8 @@ async def run(values: dict[str, Any], args: list[str], release: Release, log: Lo
     try:
         await site.start()
     except OSError as exc:
+        for controller in controllers:
+            controller.close()  # never started
         reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         raise FatalError(
             f"starting kubernetes: preparing server: listen tcp {bind}:{port}: bind: {reason}"
@@ -420,22 +424,11 @@ async def run(values: dict[str, Any], args: list[str], release: Release, log: Lo
         f"Running kube-apiserver --advertise-address={ident.ip} --secure-port={port} "
         f"--tls-cert-file={crt} --client-ca-file={pki.directory / 'client-ca.crt'} --anonymous-auth=false"
     )
-    grace = DEFAULT_GRACE
-    for arg in _values_list(values, "kube-controller-manager-arg"):
-        if arg.startswith("node-monitor-grace-period="):
-            grace = _seconds(arg.split("=", 1)[1])
-
-    async def lifecycle() -> None:
-        while True:
-            await asyncio.sleep(5)
-            for name in core.mark_stale_nodes(store, grace):
-                log.info(f"Node {name} is NotReady: Kubelet stopped posting node status.")
-
     # K3s notifies systemd once the apiserver is ready; its own agent registers the Node after that
     log.info("Kube API server is now running")
     log.info("k3s is up and running")
     systemd.notify()
-    tasks = [asyncio.create_task(lifecycle())]
+    tasks = [asyncio.create_task(controller) for controller in controllers]
     if not values.get("disable-agent"):
         agent = Agent(
             AgentConfig(
@@ -475,20 +468,3 @@ async def _wait_first(awaitable: Any, tasks: list[asyncio.Task[Any]]) -> None:
         if error is not None:
             waiter.cancel()
             raise error
-
-
-def _seconds(text: str) -> float:
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    total, number = 0.0, ""
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch.isdigit() or ch == ".":
-            number += ch
-            i += 1
-            continue
-        unit = "ms" if text[i : i + 2] == "ms" else ch
-        total += float(number or 0) * units.get(unit, 1.0)
-        number = ""
-        i += len(unit)
-    return total + (float(number) if number else 0.0)

@@ -1,4 +1,4 @@
-"""Air-gap image import at start, as K3s's preloadImages logs it."""
+"""Air-gap image import at start, as K3s's preloadImages logs it; Go durations in component args."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from gorkheavy_lab.k3s import images
+from gorkheavy_lab.k3s.kube.core import go_seconds
 from gorkheavy_lab.k3s.logs import Logger
 
 
@@ -38,3 +39,10 @@ def test_import_dir_reads_release_tar_gz_and_reports_bad_files(
 def test_airgap_tar_is_an_oci_layout_and_reproducible() -> None:
     assert images.airgap_tar("arm64") == images.airgap_tar("arm64")
     assert images.airgap_tar("arm64") != images.airgap_tar("amd64")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("40s", 40.0), ("1m30s", 90.0), ("500ms", 0.5), ("2h", 7200.0)]
+)
+def test_go_durations_for_component_args(text: str, seconds: float) -> None:
+    assert go_seconds(text) == seconds

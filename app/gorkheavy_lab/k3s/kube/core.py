@@ -1,4 +1,5 @@
-"""The resource types of the cluster stage: namespaces, nodes (with their status subresource), leases.
+"""The resource types of the cluster stage: namespaces, nodes (with their status subresource), leases, and
+the events and pods ``kubectl describe node`` reads (pods are stored, never scheduled or run).
 
 What the apiserver and the controllers do for them that the roles can see is modelled here: namespace
 ``kubernetes.io/metadata.name`` labels and phase, node name validation, node table columns
@@ -6,11 +7,13 @@ What the apiserver and the controllers do for them that the roles can see is mod
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 from typing import Any
 
 from .errors import ApiError, invalid
+from .extensions import Cluster, Controller
 from .registry import Column, Obj, Registry, ResourceType
 from .store import Store, now_rfc3339
 from .tables import AGE, NAME, since
@@ -318,3 +321,33 @@ def clear_unreachable(node: Obj) -> None:
         node["spec"]["taints"] = [t for t in taints if t.get("key") != "node.kubernetes.io/unreachable"]
         if not node["spec"]["taints"]:
             del node["spec"]["taints"]
+
+
+DEFAULT_GRACE = 50.0  # kube-controller-manager --node-monitor-grace-period default since Kubernetes 1.32
+LIFECYCLE_PERIOD = 5.0  # --node-monitor-period
+
+
+def go_seconds(text: str) -> float:
+    """A Go duration (``40s``, ``1m30s``, ``500ms``) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    total = 0.0
+    for number, unit in re.findall(r"([0-9.]+)(ms|h|m|s)?", text):
+        total += float(number) * units[unit or "s"]
+    return total
+
+
+def extension(cluster: Cluster) -> list[Controller]:
+    """The cluster stage's API: namespaces, nodes, leases, events, pods; the system namespaces; the node
+    lifecycle controller."""
+    register(cluster.registry)
+    seed(cluster.store)
+    grace = cluster.component_args("kube-controller-manager-arg").get("node-monitor-grace-period")
+    grace_seconds = go_seconds(grace) if grace else DEFAULT_GRACE
+
+    async def node_lifecycle() -> None:
+        while True:
+            await asyncio.sleep(LIFECYCLE_PERIOD)
+            for name in mark_stale_nodes(cluster.store, grace_seconds):
+                cluster.log.info(f"Node {name} is NotReady: Kubelet stopped posting node status.")
+
+    return [node_lifecycle()]
