@@ -1,5 +1,6 @@
 """A server across restarts: the generated token is kept, the kubeconfig rewritten with the default mode 0600
-(or K3S_KUBECONFIG_MODE), another token afterwards is fatal as in K3s, a busy port is fatal."""
+(or K3S_KUBECONFIG_MODE), another token afterwards is fatal as in K3s, a busy port is fatal, a newer build on
+the same data reports its version."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gorkheavy_lab.k3s.testing import free_port, running
+from gorkheavy_lab.k3s.testing import build_artifact, free_port, kubectl, running
 
 
 def _args(root: Path, port: int, *extra: str) -> list[str]:
@@ -89,3 +90,19 @@ def test_second_server_joining_is_refused_clearly(k3s_binary: Path, tmp_path: Pa
     assert result.returncode == 1
     assert 'level=fatal msg="the K3s stand-in runs a single server' in result.stderr
     assert not (tmp_path / "data" / "server").exists()
+
+
+def test_upgrade_reports_the_new_version_on_the_same_data(k3s_binary: Path, tmp_path: Path) -> None:
+    newer = build_artifact(tmp_path / "newer", "v1.36.5+k3s1")
+    port = free_port()
+    kubeconfig = tmp_path / "etc" / "k3s" / "k3s.yaml"
+    registered = "Annotations and labels have been set successfully"
+    with running(k3s_binary, tmp_path, _args(tmp_path, port), ready=registered):
+        token = (tmp_path / "data" / "server" / "token").read_text()
+    with running(newer, tmp_path, _args(tmp_path, port), ready=registered):
+        rows = kubectl(kubeconfig, "get", "nodes").stdout.splitlines()
+        version = kubectl(kubeconfig, "version").stdout
+    assert rows[1].split()[0:2] == ["k3sim-restart", "Ready"]
+    assert rows[1].split()[4] == "v1.36.5+k3s1"
+    assert "Server Version: v1.36.5+k3s1" in version
+    assert (tmp_path / "data" / "server" / "token").read_text() == token
