@@ -70,7 +70,11 @@ def identity(
     hostname = socket.gethostname()
     name = str(values.get("node-name") or hostname).lower()
     if values.get("with-node-id"):
-        name = f"{name}-{secrets.token_hex(4)}"
+        # one id per node, kept across restarts so that the node keeps its name
+        id_file = etc_dir() / "node" / "node-id"
+        if not id_file.is_file():
+            write_file(id_file, secrets.token_hex(4).encode() + b"\n", 0o600)
+        name = f"{name}-{id_file.read_text().strip()}"
     ips = _values_list(values, "node-ip")
     ip = ips[0] if ips else default_ip(towards)
     labels = {}

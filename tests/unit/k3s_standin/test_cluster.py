@@ -380,3 +380,19 @@ def test_kubectl_describe_node_shows_kubelet_events(server: Process) -> None:
     rows = kubectl(server, "get", "events", "-n", "default").splitlines()
     assert rows[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
     assert any("node/k3sim-server" in row for row in rows[1:])
+
+
+def test_with_node_id_keeps_its_name_across_restarts(
+    k3s_binary: Path, server: Process, tmp_path: Path
+) -> None:
+    token = (server.data / "server" / "token").read_text().strip()
+    args = agent_args(server, token, "k3sim-agent-id", "--with-node-id", "-d", str(tmp_path / "data"))
+    names = []
+    for _ in range(2):
+        with running(
+            k3s_binary, tmp_path, args, ready="Annotations and labels have been set successfully"
+        ) as agent:
+            names.append(re.findall(r"successfully on node: (\S+)\"", agent.log())[-1])
+    assert re.fullmatch(r"k3sim-agent-id-[0-9a-f]{8}", names[0])
+    assert names[0] == names[1]
+    kubectl(server, "delete", "node", names[0])
