@@ -129,7 +129,12 @@ def standins(lat: dict[str, float], workdir: Path) -> Iterator[dict[str, str]]:
 
 
 def write_config(
-    workdir: Path, url: str | dict[str, str], *, all_optimized: bool = False, **server: Any
+    workdir: Path,
+    url: str | dict[str, str],
+    *,
+    all_optimized: bool = False,
+    http: dict[str, Any] | None = None,
+    **server: Any,
 ) -> Path:
     models = []
     for name, model, role in ROSTER:
@@ -142,6 +147,7 @@ def write_config(
         "models": models,
         "memory": {"store": "sqlite", "path": str(workdir / f"memory-{time.monotonic_ns()}.db")},
         "server": {"host": "127.0.0.1", "port": 0, "shutdown_timeout": 5, **server},
+        "http": http or {},
     }
     path = workdir / f"config-{time.monotonic_ns()}.yml"
     path.write_text(yaml.safe_dump(data))
@@ -342,14 +348,15 @@ def check_targets(figures: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def bench_load(workdir: Path, levels: Sequence[int], rounds: int) -> dict[str, Any]:
+def bench_load(workdir: Path, levels: Sequence[int], rounds: int, warm: int = 0) -> dict[str, Any]:
     lat = {"promptimizer": 1.0, "qwen-small": 1.0, "qwen": 2.0, "llama": 2.0, "judge": 1.0}
     path = critical_path(lat)
     results = []
     with standins(lat, workdir) as url:
         for sessions in levels:
             # every session is in flight at once: the server must admit them all (2,000 > the default 512)
-            config = write_config(workdir, url, max_in_flight=max(512, sessions), max_queue=64)
+            http = {"warm_connections": warm, "keepalive_seconds": 60} if warm else {}
+            config = write_config(workdir, url, http=http, max_in_flight=max(512, sessions), max_queue=64)
             with gorkheavy_serve(config, workdir) as (api, pid):
                 before = load_average()
                 figures = asyncio.run(drive_sessions(api, pid, sessions, rounds))
@@ -359,7 +366,13 @@ def bench_load(workdir: Path, levels: Sequence[int], rounds: int) -> dict[str, A
                     figures[key]["p99_over_critical_path"] = figures[key]["p99_s"] / path
             figures["targets"] = check_targets(figures)
             results.append(figures)
-    return {"latencies_s": lat, "critical_path_s": path, "rounds_per_session": rounds, "levels": results}
+    return {
+        "latencies_s": lat,
+        "critical_path_s": path,
+        "rounds_per_session": rounds,
+        "warm_connections": warm,
+        "levels": results,
+    }
 
 
 # -- (d) aiohttp client against the official ollama client ---------------------------------------------------
@@ -479,6 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default="overhead,critical,load,client", help="comma-separated parts")
     parser.add_argument("--sessions", default="1,50,500,2000", help="concurrency levels for the load part")
     parser.add_argument("--repeat", type=int, default=1, help="runs of the load part (targets: every run)")
+    parser.add_argument(
+        "--warm", type=int, default=0, help="http.warm_connections of the server in the load part (0: none)"
+    )
     parser.add_argument("--rounds", type=int, default=4, help="requests per session in the load part")
     parser.add_argument("--requests", type=int, default=200, help="sequential requests in the overhead part")
     parser.add_argument("--client-worker", help=argparse.SUPPRESS)
@@ -508,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             levels = [int(x) for x in args.sessions.split(",") if x.strip()]
             missed = []
             for run in range(1, args.repeat + 1):
-                figures = bench_load(workdir, levels, args.rounds)
+                figures = bench_load(workdir, levels, args.rounds, args.warm)
                 show(f"(c) concurrent sessions against one server, run {run} of {args.repeat}", figures)
                 for level in figures["levels"]:
                     missed += [

@@ -206,6 +206,9 @@ class CacheConfig(_Strict):
 
 class HttpConfig(_Strict):
     max_connections: Annotated[int, Field(ge=0, le=100_000)] = 0
+    # connections `serve` opens to each model server before it listens (0: none), kept idle in the pool
+    warm_connections: Annotated[int, Field(ge=0, le=10_000)] = 0
+    keepalive_seconds: Annotated[float, Field(gt=0, le=86_400)] = 15.0
     max_line_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
 

@@ -35,7 +35,9 @@ class Runtime:
 async def open_client(config: AppConfig) -> AsyncIterator[OllamaClient]:
     """The process's Ollama client on one pooled HTTP session, closed on exit."""
     session = make_session(
-        connect_timeout=config.pipeline.timeouts.connect, max_connections=config.http.max_connections
+        connect_timeout=config.pipeline.timeouts.connect,
+        max_connections=config.http.max_connections,
+        keepalive_s=config.http.keepalive_seconds,
     )
     try:
         yield OllamaClient(session, max_line_bytes=config.http.max_line_bytes)

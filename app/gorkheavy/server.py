@@ -605,6 +605,11 @@ def create_app(config: AppConfig, environ: Mapping[str, str]) -> web.Application
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         listeners = [app_metrics.on_event, _log_failure]
         async with open_runtime(config, environ, listeners=listeners) as runtime:
+            if config.http.warm_connections:
+                urls = sorted({spec.base_url for spec in config.pipeline.roster.all_models()})
+                limit = config.pipeline.timeouts.connect
+                opened = await runtime.client.warm(urls, config.http.warm_connections, limit)
+                log.info("opened %d of %d warm connections", opened, len(urls) * config.http.warm_connections)
             state.runtime = runtime
             yield
             state.runtime = None

@@ -12,6 +12,7 @@ used by the tests to check every body the stand-in sends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -44,9 +45,14 @@ def model_present(model: str, available: Sequence[str]) -> bool:
     return any(name in (model, wanted) for name in available)
 
 
-def make_session(*, connect_timeout: float, max_connections: int = 0) -> aiohttp.ClientSession:
-    """The process's one pooled session (``max_connections`` 0 means bounded only by the caller)."""
-    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=30)
+def make_session(
+    *, connect_timeout: float, max_connections: int = 0, keepalive_s: float = 15.0
+) -> aiohttp.ClientSession:
+    """The process's one pooled session (``max_connections`` 0 means bounded only by the caller; an idle
+    connection is kept ``keepalive_s`` seconds)."""
+    connector = aiohttp.TCPConnector(
+        limit=max_connections, limit_per_host=0, ttl_dns_cache=30, keepalive_timeout=keepalive_s
+    )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
@@ -210,6 +216,23 @@ class OllamaClient:
         raise ModelCallError(
             ErrorCause.CONNECTION, f"{spec.label}: the reply ended before its final chunk (done: true)"
         )
+
+    async def warm(self, base_urls: Sequence[str], per_server: int, limit_s: float) -> int:
+        """Open ``per_server`` pooled connections to each server (``GET /api/version`` on each at once),
+        so a first burst of requests does not open them all at the same moment; returns how many opened.
+        A server that does not answer is skipped: the requests will say what is wrong with it."""
+
+        async def one(url: str) -> bool:
+            try:
+                timeout = aiohttp.ClientTimeout(total=limit_s)
+                async with self._session.get(f"{url}/api/version", timeout=timeout) as response:
+                    await response.read()
+                    return response.status == 200
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                return False
+
+        opened = await asyncio.gather(*(one(url) for url in base_urls for _ in range(per_server)))
+        return sum(opened)
 
     async def tags(self, base_url: str, limit_s: float) -> TagsResult:
         """The models a server has (GET /api/tags); raises ModelCallError when it cannot say."""

@@ -509,3 +509,11 @@ async def test_retry_after_reflects_the_observed_latency(backend: Backend, serve
         await busy
     assert status == 503
     assert headers["Retry-After"] == str(math.ceil(first["timings"]["total"]))  # not a constant 1 or 2
+
+
+async def test_serve_can_open_warm_connections_before_it_listens(backend: Backend, serve: Serve) -> None:
+    async with serve(http={"warm_connections": 3}) as (url, http):
+        warmed = backend.standin.requests_for(path="/api/version")
+        assert len(warmed) == 3  # done before serving; every model of the roster is on this one stand-in
+        status, _, _ = await post(http, f"{url}/v1/chat", {"session": "s", "message": "q"})
+        assert status == 200
