@@ -396,3 +396,21 @@ def test_with_node_id_keeps_its_name_across_restarts(
     assert re.fullmatch(r"k3sim-agent-id-[0-9a-f]{8}", names[0])
     assert names[0] == names[1]
     kubectl(server, "delete", "node", names[0])
+
+
+def test_python_client_watch_sees_a_label_change(server: Process) -> None:
+    api = api_client(server)
+    listed = api.list_node(field_selector="metadata.name=k3sim-server")
+    stream = kubernetes.watch.Watch().stream(
+        api.list_node,
+        field_selector="metadata.name=k3sim-server",
+        resource_version=listed.metadata.resource_version,
+        timeout_seconds=3,  # the server ends the stream then; leaving it early waits for that
+    )
+    api.patch_node("k3sim-server", {"metadata": {"labels": {"gorkheavy.io/watched": "yes"}}})
+    for event in stream:
+        if (event["object"].metadata.labels or {}).get("gorkheavy.io/watched") == "yes":
+            assert event["type"] == "MODIFIED"
+            break
+    else:
+        pytest.fail("no MODIFIED event for the label change")

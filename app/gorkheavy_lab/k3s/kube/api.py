@@ -12,7 +12,7 @@ import contextlib
 import copy
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -391,6 +391,19 @@ class ApiServer:
                     await bookmark(initial_end=True)
                     since = str(self.store.resource_version)
             floor = int(since) if since.isdigit() else 0
+            if floor and not initial:
+                replay: Sequence[Event] | None = self.store.events_after(floor)
+                if replay is None:
+                    gone = ApiError(
+                        410, "Expired", f"too old resource version: {floor} ({self.store.resource_version})"
+                    ).status()
+                    await response.write((json.dumps({"type": "ERROR", "object": gone}) + "\n").encode())
+                    replay = []
+                    timeout = 0
+                for past in replay:
+                    if past.rtype.key == rtype.key and matches(past.obj):
+                        await send(past.type, copy.deepcopy(past.obj))
+                    floor = past.rv
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
             while True:

@@ -10,7 +10,8 @@ import datetime as dt
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from .registry import Obj, ResourceType
 
 Key = tuple[str, str, str, str]  # group, plural, namespace, name
+HISTORY = 1000
 
 
 def now_rfc3339() -> str:
@@ -37,6 +39,8 @@ class Store:
         self._objects: dict[Key, Obj] = {}
         self._rv = 1
         self._watchers: list[asyncio.Queue[Event]] = []
+        # the watch cache: recent events, so a watch from a resourceVersion replays what came after it
+        self._history: deque[Event] = deque(maxlen=HISTORY)
         self._db: sqlite3.Connection | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +73,7 @@ class Store:
         return self._rv
 
     def _notify(self, event: Event) -> None:
+        self._history.append(event)
         for queue in list(self._watchers):
             queue.put_nowait(event)
 
@@ -131,6 +136,13 @@ class Store:
             return
         self._bump()
         self._persist(key, None)
+
+    def events_after(self, rv: int) -> Sequence[Event] | None:
+        """The events after ``rv``, or None when ``rv`` is older than the watch cache holds (410 Gone)."""
+        oldest = self._history[0].rv if self._history else self._rv + 1
+        if rv < oldest - 1 and rv < self._rv:
+            return None
+        return [e for e in self._history if e.rv > rv]
 
     def subscribe(self) -> asyncio.Queue[Event]:
         queue: asyncio.Queue[Event] = asyncio.Queue()
