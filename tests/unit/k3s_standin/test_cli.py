@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from gorkheavy_lab.k3s import flags
 from gorkheavy_lab.k3s.build import build
 from gorkheavy_lab.k3s.logs import Logger
@@ -137,3 +138,31 @@ def test_build_refuses_bad_version_or_arch(tmp_path: Path, version: str, arch: s
     with pytest.raises(ValueError, match=r"version|arch"):
         build(tmp_path / "x", version, arch)
     assert not (tmp_path / "x").exists()
+
+
+def test_flag_fixture_is_the_v1_36_list_and_agrees_with_the_roles() -> None:
+    server, agent = flags.specs("server"), flags.specs("agent")
+    for name in (
+        "tls-san",
+        "node-ip",
+        "node-label",
+        "node-taint",
+        "write-kubeconfig-mode",
+        "disable",
+        "flannel-backend",
+        "cluster-cidr",
+        "service-cidr",
+        "token-file",
+        "disable-agent",
+    ):
+        assert name in server, name
+    assert {"server", "token", "token-file", "node-ip", "node-label", "node-taint"} <= set(agent)
+    assert "write-kubeconfig-name" not in server  # added in v1.37 (k3s-io/k3s #14440)
+    assert "tls-san" not in agent
+    assert server["node-label"].repeatable
+    assert not server["write-kubeconfig-mode"].repeatable
+    # the roles check config keys against their own copy of the same upstream lists: both must agree
+    roles = Path(__file__).resolve().parents[3] / "roles" / "k3s_common" / "vars" / "flags.yml"
+    lists = yaml.safe_load(roles.read_text())["__k3s_common_flags"]["1.36"]
+    assert sorted(lists["server"]) == sorted(server)
+    assert sorted(lists["agent"]) == sorted(agent)

@@ -119,6 +119,10 @@ def test_health_endpoints_need_authentication_as_in_k3s(server: Process) -> None
 
 def test_real_kubectl_against_the_server(server: Process) -> None:
     assert kubectl(server, "get", "--raw", "/readyz") == "ok"
+    assert kubectl(server, "get", "--raw", "/readyz/ping") == "ok"
+    verbose = kubectl(server, "get", "--raw", "/readyz?verbose").splitlines()
+    assert verbose[0] == "[+]ping ok"
+    assert verbose[-1] == "readyz check passed"
     version = kubectl(server, "version")
     assert "Client Version: v1.36.4\n" in version
     assert "Server Version: v1.36.4+k3s1\n" in version

@@ -27,6 +27,7 @@ from .selectors import field_matcher, label_matcher
 from .store import Event, Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HEALTH_CHECKS = ("ping", "log", "etcd", "informer-sync", "shutdown")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,9 @@ class ApiServer:
                 web.get("/readyz", self.health),
                 web.get("/livez", self.health),
                 web.get("/healthz", self.health),
+                web.get("/readyz/{check}", self.health_check),
+                web.get("/livez/{check}", self.health_check),
+                web.get("/healthz/{check}", self.health_check),
                 web.get("/api", self.core_versions),
                 web.get("/api/", self.core_versions),
                 web.get("/openapi/v3", self.openapi_index),
@@ -131,7 +135,7 @@ class ApiServer:
     async def health(self, request: web.Request) -> web.Response:
         self.authenticated(request)
         ok = self.ready()
-        checks = ["ping", "log", "etcd", "poststarthook/start-apiserver-admission-initializer"]
+        checks = list(HEALTH_CHECKS)
         if "verbose" in request.query:
             lines = [f"[+]{c} ok" for c in checks]
             if not ok:
@@ -163,6 +167,13 @@ class ApiServer:
         return web.Response(
             text=openapi.document_text(self.registry, group, version), content_type="application/json"
         )
+
+    async def health_check(self, request: web.Request) -> web.Response:
+        """One named check, e.g. ``/readyz/ping``; unknown names are 404 as on the apiserver."""
+        self.authenticated(request)
+        if request.match_info["check"] not in HEALTH_CHECKS:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return web.Response(text="ok", content_type="text/plain")
 
     async def core_versions(self, request: web.Request) -> web.Response:
         self.authenticated(request)
