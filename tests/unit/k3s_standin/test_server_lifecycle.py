@@ -1,15 +1,17 @@
 """A server across restarts: the generated token is kept, the kubeconfig rewritten with the default mode 0600
 (or K3S_KUBECONFIG_MODE), another token afterwards is fatal as in K3s, a busy port is fatal, a newer build on
-the same data reports its version."""
+the same data reports its version, an agent rides out a server restart."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from gorkheavy_lab.k3s.testing import build_artifact, free_port, kubectl, running
+from gorkheavy_lab.k3s.testing import Process, build_artifact, free_port, kubectl, running
 
 
 def _args(root: Path, port: int, *extra: str) -> list[str]:
@@ -106,3 +108,53 @@ def test_upgrade_reports_the_new_version_on_the_same_data(k3s_binary: Path, tmp_
     assert rows[1].split()[4] == "v1.36.5+k3s1"
     assert "Server Version: v1.36.5+k3s1" in version
     assert (tmp_path / "data" / "server" / "token").read_text() == token
+
+
+def test_agent_survives_a_server_restart(k3s_binary: Path, tmp_path: Path) -> None:
+    port = free_port()
+    kubeconfig = tmp_path / "etc" / "k3s" / "k3s.yaml"
+    registered = "Annotations and labels have been set successfully"
+    server = Process(k3s_binary, tmp_path, _args(tmp_path, port)).start()
+    try:
+        server.wait_for(registered)
+        token = (tmp_path / "data" / "server" / "token").read_text().strip()
+        agent_args = [
+            "agent",
+            "-c",
+            str(tmp_path / "none.yaml"),
+            "--server",
+            f"https://127.0.0.1:{port}",
+            "--token",
+            token,
+            "--node-name",
+            "k3sim-survivor",
+            "--node-ip",
+            "127.0.0.1",
+            "--lb-server-port",
+            str(free_port()),
+            "-d",
+            str(tmp_path / "agent" / "data"),
+        ]
+        with running(k3s_binary, tmp_path / "agent", agent_args, ready=registered) as agent:
+            server.stop()
+            server = Process(k3s_binary, tmp_path, _args(tmp_path, port)).start()
+            server.wait_for(registered)
+
+            def renewed() -> str:
+                lease = kubectl(
+                    kubeconfig, "get", "lease", "-n", "kube-node-lease", "k3sim-survivor", "-o", "json"
+                )
+                return str(json.loads(lease.stdout)["spec"]["renewTime"])
+
+            before = renewed()
+            deadline = time.monotonic() + 15  # one lease renewal period (10 s) and some
+            while renewed() == before and time.monotonic() < deadline:
+                time.sleep(0.5)
+            after = renewed()
+            row = kubectl(kubeconfig, "get", "node", "k3sim-survivor").stdout.splitlines()[1].split()
+            log = agent.log()
+        assert after > before  # heartbeats go on through the same agent process
+        assert row[1] == "Ready"
+        assert log.count(registered) == 1  # it never had to join again
+    finally:
+        server.stop()
