@@ -341,12 +341,17 @@ def extension(cluster: Cluster) -> list[Controller]:
     lifecycle controller."""
     register(cluster.registry)
     seed(cluster.store)
-    grace = cluster.component_args("kube-controller-manager-arg").get("node-monitor-grace-period")
-    grace_seconds = go_seconds(grace) if grace else DEFAULT_GRACE
+    args = cluster.component_args("kube-controller-manager-arg")
+    grace_seconds = (
+        go_seconds(args["node-monitor-grace-period"])
+        if "node-monitor-grace-period" in args
+        else DEFAULT_GRACE
+    )
+    period = go_seconds(args["node-monitor-period"]) if "node-monitor-period" in args else LIFECYCLE_PERIOD
 
     async def node_lifecycle() -> None:
         while True:
-            await asyncio.sleep(LIFECYCLE_PERIOD)
+            await asyncio.sleep(period)
             for name in mark_stale_nodes(cluster.store, grace_seconds):
                 cluster.log.info(f"Node {name} is NotReady: Kubelet stopped posting node status.")
 
