@@ -406,22 +406,28 @@ class Agent:
                 except (TimeoutError, JoinError, aiohttp.ClientError, OSError) as exc:
                     self.log.error(f"Failed to register node: {exc}")
                     await asyncio.sleep(CONFIG_RETRY)
-            await self._safe_heartbeat()
+            ok = await self._safe_heartbeat()
             self.registered.set()
             if notify:  # on a server the server notifies systemd, on agent-only nodes the agent does
                 self.log.info("k3s agent is up and running")
                 systemd.notify()
+            # the kubelet's lease controller: renew every 10 s; after a failure retry with a backoff from
+            # 200 ms doubling up to 7 s
+            backoff = 0.2
             while True:
-                await asyncio.sleep(HEARTBEAT_SECONDS)
-                await self._safe_heartbeat()
+                await asyncio.sleep(HEARTBEAT_SECONDS if ok else backoff)
+                backoff = 0.2 if ok else min(backoff * 2, 7.0)
+                ok = await self._safe_heartbeat()
         finally:
             await self.session.close()
 
-    async def _safe_heartbeat(self) -> None:
+    async def _safe_heartbeat(self) -> bool:
         try:
             await self.heartbeat()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.log.error(f"Failed to update node status: {exc}")
+            return False
+        return True
 
 
 def read_token(values: dict[str, Any]) -> str:
