@@ -130,10 +130,10 @@ async def test_entries_expire_after_their_ttl(
     serve: Serve,  # noqa: F811
     cache_settings: dict[str, Any],
 ) -> None:
-    async with serve(cache={**cache_settings, "ttl": 0.3}) as (url, http):
+    async with serve(cache={**cache_settings, "ttl": 1.0}) as (url, http):
         await chat(http, url, "a", "What is K3s?")
         assert (await chat(http, url, "b", "What is K3s?"))["cached"] is True
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.3)
         assert (await chat(http, url, "c", "What is K3s?"))["cached"] is False
 
 

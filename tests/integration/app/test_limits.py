@@ -41,11 +41,9 @@ async def test_a_reply_cut_by_the_token_cap_is_kept_and_flagged(backend: Backend
 
 async def test_a_backend_that_never_ends_is_cut_at_the_byte_cap(backend: Backend, wired: Wired) -> None:
     backend.standin.configure(MODELS["qwen"], failure="endless", reply="lorem ipsum " * 100, chunks=1)
-    started = time.monotonic()
     result = await wired.pipeline.run("s", "q")
-    assert time.monotonic() - started < 1.5  # not the 2 s stage timeout: the cap ended the call
     qwen = next(c for c in result.candidates if c.name == "qwen")
-    assert qwen.cause is ErrorCause.TOO_LONG
+    assert qwen.cause is ErrorCause.TOO_LONG  # not a timeout: the cap ended the call
     assert 16384 - 4 < len(qwen.text.encode()) <= 16384
     assert result.answer
 
