@@ -400,15 +400,24 @@ async def test_in_flight_gauge_counts_running_requests(backend: Backend, serve: 
         assert [status for status, _, _ in await asyncio.gather(*running_requests)] == [200, 200, 200]
 
 
-async def test_a_failing_memory_write_still_returns_the_answer_flagged(
-    backend: Backend, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def sqlite_server(
+    backend: Backend, tmp_path: Path, breaking_sql: str
+) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    """The API with SQLite memory on which ``breaking_sql`` has been run after start-up."""
     config = build(roster(backend.url, memory={"store": "sqlite", "path": str(tmp_path / "m.db")}))
     app = create_app(config, {})
     async with running(app) as url, aiohttp.ClientSession() as http:
         runtime = app[STATE].runtime
         assert runtime is not None
-        await runtime.store._db.execute("PRAGMA query_only=1")  # type: ignore[attr-defined]
+        await runtime.store._db.execute(breaking_sql)  # type: ignore[attr-defined]
+        yield url, http
+
+
+async def test_a_failing_memory_write_still_returns_the_answer_flagged(
+    backend: Backend, tmp_path: Path
+) -> None:
+    async with sqlite_server(backend, tmp_path, "PRAGMA query_only=1") as (url, http):
         status, body, _ = await post(http, f"{url}/v1/chat", {"session": "s", "message": "q"})
         async with http.get(f"{url}/metrics") as response:
             metrics = await response.text()
@@ -486,12 +495,7 @@ async def test_no_password_on_readyz_in_client_errors_or_in_the_log(
 
 
 async def test_memory_errors_sent_to_clients_carry_no_file_path(backend: Backend, tmp_path: Path) -> None:
-    config = build(roster(backend.url, memory={"store": "sqlite", "path": str(tmp_path / "m.db")}))
-    app = create_app(config, {})
-    async with running(app) as url, aiohttp.ClientSession() as http:
-        runtime = app[STATE].runtime
-        assert runtime is not None
-        await runtime.store._db.execute("DROP TABLE exchanges")  # type: ignore[attr-defined]
+    async with sqlite_server(backend, tmp_path, "DROP TABLE exchanges") as (url, http):
         status, body, _ = await post(http, f"{url}/v1/chat", {"session": "s", "message": "q"})
     assert status == 503
     assert str(tmp_path) not in json.dumps(body)
