@@ -24,6 +24,8 @@ Python API::
     standin.task_durations["qmclone"] = 0.3                        # seconds per task type; "default"
     standin.faults.fail_next_task("qmclone", "clone failed: out of space")
     standin.faults.lock_timeout_once(9000)                         # next lock of VM 9000 times out
+    standin.faults.lock_timeout_once(201, task_type="resize")      # ... only for a resize task
+    standin = ProxmoxStandin(statd_period=1.0); standin.statd_cycle()  # /cluster/resources lag
     standin.faults.agent_errors[101] = ["QEMU guest agent is not running"]
     standin.faults.fail_next_request("GET", "/nodes/{node}/qemu/{vmid}/config", 595, "Connection timed out")
     standin.backend.agent_delay = 0.5                              # SimulatedBackend (the default)
@@ -47,7 +49,7 @@ CLI::
     python -m tests.standins.proxmox --host 127.0.0.1 --port 8006 --nodes pve1,pve2,pve3 \\
         --token 'gorkheavy@pve!ansible=SECRET' --user 'admin@pve=PASSWORD' --state /tmp/pve.json \\
         --ca-out /tmp/pve-ca.pem --task-duration qmclone=0.3 --agent-delay 0.5 \\
-        --storage 'nfs=nfs:images,import:shared' --unauthorized-delay 3
+        --storage 'nfs=nfs:images,import:shared' --unauthorized-delay 3 --statd-period 10
 
 Default state: nodes ``pve1``, ``pve2``, ``pve3`` (any list, one node is fine); on every node storage
 ``local`` (dir, content ``backup,import,iso,snippets,vztmpl``) and ``local-lvm`` (lvmthin,
@@ -68,12 +70,16 @@ PUT sync), ``pending``, ``cloudinit`` (GET/PUT, ``dump``), ``template``, ``clone
 ``migrate`` (offline), ``status/current|start|stop|shutdown|reboot``, DELETE, ``agent/ping`` and
 ``agent/network-get-interfaces``; task list, status and log.
 
+``/cluster/resources`` lags like pvestatd's (``statd_period``, 10 s; ``statd_cycle()`` runs a cycle now);
+SDN.Use is checked on ``/sdn/zones/localnetwork/<bridge>`` for NICs; ``download-url`` normalises file
+names and keeps an existing file whose checksum matches. README.md beside this file has the details.
+
 Not modelled: real downloads (the bytes come from ``add_remote_file`` or a placeholder), snapshots,
-backups and restores, HA, pools (none exist), SDN, firewall, LXC, live migration, replication, CPU and
-memory hotplug (such changes stay pending on a running VM), storage space running out, roles (privileges
-are given per ACL path directly, propagating), two-factor login, configdrive2 cloud-init data. The config
-``digest`` is a SHA1 over the stand-in's own rendering of the config, and SSH keys are checked by
-structure rather than by ``ssh-keygen``.
+backups and restores, HA, pools (none exist), SDN zones and VNets, firewall, LXC, live migration,
+replication, CPU and memory hotplug (such changes stay pending on a running VM), storage space running
+out, roles (privileges are given per ACL path directly, propagating), two-factor login, configdrive2
+cloud-init data. The config ``digest`` is a SHA1 over the stand-in's own rendering of the config, and SSH
+keys are checked by structure rather than by ``ssh-keygen``.
 """
 
 from tests.standins.proxmox.api import Faults

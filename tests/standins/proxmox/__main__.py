@@ -6,7 +6,7 @@ import argparse
 import contextlib
 
 from tests.standins.proxmox.backend import SimulatedBackend
-from tests.standins.proxmox.standin import ProxmoxStandin
+from tests.standins.proxmox.standin import STATD_PERIOD, ProxmoxStandin
 from tests.standins.proxmox.state import StorageDef
 
 
@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--agent-delay", type=float, default=0.5, help="seconds until a started VM's agent answers"
+    )
+    parser.add_argument(
+        "--statd-period",
+        type=float,
+        default=STATD_PERIOD,
+        help="seconds between status-daemon cycles that refresh /cluster/resources (0: no lag)",
     )
     parser.add_argument(
         "--storage",
@@ -49,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         task_durations=durations,
         backend=SimulatedBackend(agent_delay=args.agent_delay),
         unauthorized_delay=args.unauthorized_delay,
+        statd_period=args.statd_period,
     )
     for spec in args.storage:
         name, _, rest = spec.partition("=")

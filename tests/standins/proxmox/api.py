@@ -99,6 +99,8 @@ class Faults:
 
     fail_task: dict[str, list[str]] = field(default_factory=dict)  # task type -> messages
     lock_timeouts: dict[int, int] = field(default_factory=dict)  # vmid -> how many lock attempts fail
+    # (vmid, task type) -> how many lock attempts of tasks of that type fail
+    typed_lock_timeouts: dict[tuple[int, str], int] = field(default_factory=dict)
     agent_errors: dict[int, list[str]] = field(default_factory=dict)  # vmid -> messages
     requests: list[tuple[str, str, ApiError]] = field(default_factory=list)  # (method, schema path, error)
 
@@ -118,19 +120,38 @@ class Faults:
     def fail_next_task(self, task_type: str, message: str) -> None:
         self.fail_task.setdefault(task_type, []).append(message)
 
-    def lock_timeout_once(self, vmid: int, times: int = 1) -> None:
+    def lock_timeout_once(self, vmid: int, times: int = 1, task_type: str | None = None) -> None:
+        """The next lock of ``vmid`` (by a task of ``task_type`` only, when given) times out."""
+        if task_type is not None:
+            key = (vmid, task_type)
+            self.typed_lock_timeouts[key] = self.typed_lock_timeouts.get(key, 0) + times
+            return
         self.lock_timeouts[vmid] = self.lock_timeouts.get(vmid, 0) + times
 
     def take_task_failure(self, task_type: str) -> str | None:
         queue = self.fail_task.get(task_type)
         return queue.pop(0) if queue else None
 
-    def take_lock_timeout(self, vmid: int) -> bool:
+    def take_lock_timeout(self, vmid: int, task_type: str | None = None) -> bool:
+        typed = self.typed_lock_timeouts.get((vmid, task_type or ""), 0)
+        if typed > 0:
+            self.typed_lock_timeouts[(vmid, task_type or "")] = typed - 1
+            return True
         remaining = self.lock_timeouts.get(vmid, 0)
         if remaining > 0:
             self.lock_timeouts[vmid] = remaining - 1
             return True
         return False
+
+
+def _trunk_tags(trunks: str) -> list[int]:
+    """The VLANs of a ``trunks`` value (``10;20-22``)."""
+    tags: set[int] = set()
+    for part in trunks.split(";"):
+        low, _, high = part.partition("-")
+        if low.strip().isdigit():
+            tags.update(range(int(low), int(high or low) + 1))
+    return sorted(tags)
 
 
 def parse_volname(scfg: Any, volname: str) -> str:
@@ -234,7 +255,7 @@ class ProxmoxApi:
         node = req.params["node"]
         failure = self.standin.faults.take_task_failure(task_type)
         for vmid in (*shared_locks, *locks):
-            if self._lock_busy(vmid):
+            if self._lock_busy(vmid, task_type):
                 if not lock_timeout_is_task_error:
                     raise ApiError(500, lock_message(vmid))
                 failure = lock_message(vmid)
@@ -252,8 +273,11 @@ class ProxmoxApi:
         task.on_failure = on_failure
         return task.upid
 
-    def _lock_busy(self, vmid: int) -> bool:
-        return self.standin.faults.take_lock_timeout(vmid) or self.cluster.locked_by_task(vmid) is not None
+    def _lock_busy(self, vmid: int, task_type: str | None = None) -> bool:
+        return (
+            self.standin.faults.take_lock_timeout(vmid, task_type)
+            or self.cluster.locked_by_task(vmid) is not None
+        )
 
     def sync_lock(self, vmid: int) -> None:
         if self._lock_busy(vmid):
@@ -458,6 +482,27 @@ class ProxmoxApi:
             else:
                 raise ApiError(500, f"only root can set '{key}' config")
 
+    def check_bridge_access(self, authid: str, config: Mapping[str, str]) -> None:
+        """SDN.Use on the zone path of every bridge a NIC in ``config`` uses (qemu-server's
+        check_bridge_access): ``/sdn/zones/localnetwork/<bridge>`` (a plain bridge is in the zone
+        ``localnetwork``), ``.../<bridge>/<tag>`` for a VLAN tag and for each VLAN of ``trunks``."""
+        if authid == "root@pam":
+            return
+        for key in sorted(config):
+            if not re.match(r"^net\d+$", key):
+                continue
+            net = validation.parse_property_string(self.drive_fmt(key), config[key])
+            bridge = net.get("bridge")
+            if not bridge:
+                continue
+            path = f"/sdn/zones/localnetwork/{bridge}"
+            if net.get("tag"):
+                self.check(authid, f"{path}/{net['tag']}", ["SDN.Use"])
+            for vlan in _trunk_tags(net.get("trunks", "")):
+                self.check(authid, f"{path}/{vlan}", ["SDN.Use"])
+            if not (net.get("tag") or net.get("trunks")):
+                self.check(authid, path, ["SDN.Use"])
+
     def option_exists(self, key: str) -> bool:
         """Whether ``key`` is a VM config option (the schema's config properties, not request controls)."""
         if key in ("node", "vmid", "delete", "revert", "digest", "skiplock", "force", "background_delay"):
@@ -503,6 +548,15 @@ class ProxmoxApi:
 
     def cpus(self, vm: VmState) -> int:
         return int(vm.config.get("cores", "1")) * int(vm.config.get("sockets", "1"))
+
+    def statd_entry(self, vm: VmState) -> dict[str, Any]:
+        """What the status daemon broadcasts of a guest: status, name, template flag and figures."""
+        status = self.vm_status(vm)
+        for key in ("pid", "tags", "lock", "vmid"):
+            status.pop(key, None)
+        status["maxcpu"] = status.pop("cpus")
+        status["template"] = int(status.get("template", 0))
+        return status
 
     def vm_status(self, vm: VmState) -> dict[str, Any]:
         running = self.vm_running(vm)
@@ -621,11 +675,20 @@ def cluster_resources(api: ProxmoxApi, req: Request) -> Any:
         for vm in sorted(api.cluster.vms.values(), key=lambda v: v.vmid):
             if not auth.allowed_any(req.authid, f"/vms/{vm.vmid}", ["VM.Audit"]):
                 continue
-            status = api.vm_status(vm)
-            status.pop("pid", None)
-            cpus = status.pop("cpus")
-            entry = {"id": f"qemu/{vm.vmid}", "type": "qemu", "node": vm.node, "template": 0, **status}
-            entry["maxcpu"] = cpus
+            # vmid, node and type come from the cluster's VM list, lock and tags from the guest's config,
+            # both at once; status, name, template and the figures from the status daemon's last cycle
+            # ("unknown" and nothing else for a guest it has not seen yet)
+            entry: dict[str, Any] = {
+                "id": f"qemu/{vm.vmid}",
+                "type": "qemu",
+                "node": vm.node,
+                "vmid": vm.vmid,
+            }
+            stats = api.statd_entry(vm) if api.standin.statd_period <= 0 else api.standin.statd.get(vm.vmid)
+            entry.update(stats if stats is not None else {"status": "unknown"})
+            for prop in ("lock", "tags"):
+                if vm.config.get(prop):
+                    entry[prop] = vm.config[prop]
             result.append(entry)
     if kind in (None, "storage"):
         for scfg in api.cluster.storages.values():
@@ -828,6 +891,7 @@ def storage_content(api: ProxmoxApi, req: Request) -> Any:
     return result
 
 
+_DIGESTS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
 _IMPORT_NAME_RE = re.compile(r"^[a-zA-Z0-9\-.+=_]+\.(ova|qcow2|raw|vmdk)$")
 _ISO_NAME_RE = re.compile(r"^[^/]+\.(?:iso|img)$", re.IGNORECASE)
 _VZTMPL_NAME_RE = re.compile(r"^[^/]+\.(?:tar|tar\.(?:gz|xz|zst|bz2))$", re.IGNORECASE)
@@ -839,7 +903,8 @@ def download_url(api: ProxmoxApi, req: Request) -> Any:
     scfg = api.storage_for(storage, node)
     if not scfg.file_based:
         raise ApiError(500, f"can't upload to storage type '{scfg.type}', not a file based storage!")
-    content, url, filename = req.params["content"], req.params["url"], req.params["filename"].rstrip("\n")
+    content, url = req.params["content"], req.params["url"]
+    filename = normalize_content_filename(req.params["filename"])
     if content not in scfg.content:
         raise ApiError(500, f"storage '{storage}' is not configured for content-type '{content}'")
     if content == "iso" and not _ISO_NAME_RE.match(filename):
@@ -870,8 +935,18 @@ def download_url(api: ProxmoxApi, req: Request) -> Any:
         if remote is None and api.standin.strict_remote_files:
             raise TaskFailed("download failed: 404 Not Found")
         payload = remote.content if remote is not None else f"image behind {url}".encode()
-        if api.cluster.find_volume(volid, node) is not None:
-            raise TaskFailed(f"refusing to override existing file '{path}'")
+        existing = api.cluster.find_volume(volid, node)
+        if existing is not None:
+            # an existing file is kept when its checksum matches, refused otherwise (never overwritten)
+            if not (checksum and algorithm):
+                raise TaskFailed(f"refusing to override existing file '{path}'")
+            got = (existing.digests or {}).get(algorithm, hashlib.new(algorithm, b"").hexdigest())
+            if got.lower() != checksum.lower():
+                raise TaskFailed(f"checksum mismatch: got '{got}' != expect '{checksum}', aborting")
+            task.log.append(
+                "calculating checksum of existing file...OK, got correct file already, no need to download"
+            )
+            return
         if checksum and algorithm:
             got = hashlib.new(algorithm, payload).hexdigest()
             task.log.append(f"calculating checksum of '{path}.tmp.{task.pid}'...")
@@ -881,10 +956,19 @@ def download_url(api: ProxmoxApi, req: Request) -> Any:
         task.log.append(f"download of '{url}' to '{path}' finished")
         size = remote.size if remote is not None else len(payload)
         virtual = remote.virtual_size if remote is not None else 2 * GIB
-        api.cluster.add_volume(Volume(volid, node, size, fmt, content, notes=None))
+        digests = {name: hashlib.new(name, payload).hexdigest() for name in _DIGESTS}
+        api.cluster.add_volume(Volume(volid, node, size, fmt, content, notes=None, digests=digests))
         api.standin.virtual_sizes[(node if not scfg.shared else "", volid)] = virtual
 
     return api.task(req, "download", _encode_worker_id(filename), work)
+
+
+def normalize_content_filename(filename: str) -> str:
+    """The name download-url stores a file under (PVE::Storage::normalize_content_filename): a trailing
+    newline and any directory part dropped, every character but ``A-Za-z0-9_.-`` turned into ``_``."""
+    name = filename.removesuffix("\n")
+    name = re.sub(r"^.*[/\\]", "", name)
+    return re.sub(r"[^a-zA-Z0-9_.-]", "_", name)
 
 
 def _encode_worker_id(text: str) -> str:
@@ -928,6 +1012,7 @@ def create_vm(api: ProxmoxApi, req: Request) -> Any:
     api.validate_sshkeys(params)
     api.check_modify_perms(req.authid, vmid, list(params), params, update=False)
     api.check_drives(req, vmid, params)
+    api.check_bridge_access(req.authid, params)
     existing = api.cluster.vms.get(vmid)
     if existing is not None:
         raise ApiError(
@@ -1122,6 +1207,11 @@ def _config_update(api: ProxmoxApi, req: Request, sync: bool) -> Any:
             raise param_error({"delete": f"unknown option '{key}'"})
     api.check_modify_perms(req.authid, vmid, list(params) + delete, {**vm.config, **params}, update=True)
     api.check_drives(req, vmid, params)
+    # the new NICs' bridges, and the bridge of every NIC that is changed or removed
+    api.check_bridge_access(req.authid, params)
+    api.check_bridge_access(
+        req.authid, {k: vm.config[k] for k in [*params, *delete] if k.startswith("net") and k in vm.config}
+    )
     if "tags" in params:
         params["tags"] = _normalize_tags(params["tags"])
     _encrypt_password(api, params, params.get("ostype", vm.config.get("ostype")))
@@ -1361,6 +1451,7 @@ def clone_vm(api: ProxmoxApi, req: Request) -> Any:
             shared = False
         if drive.get("media") != "cdrom":
             api.check(req.authid, f"/storage/{storage or store}", ["Datastore.AllocateSpace"])
+    api.check_bridge_access(req.authid, vm.config)
     if target and not shared:
         raise ApiError(500, f"can't clone VM to node '{target}' (VM uses local storage)")
     if newid in api.cluster.vms:

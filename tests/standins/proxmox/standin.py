@@ -28,6 +28,8 @@ from tests.standins.proxmox.schema import SCHEMA_FILE, ApiSchema
 from tests.standins.proxmox.state import GIB, ApiError, Cluster, StorageDef, Volume
 
 API_PREFIX = "/api2/json"
+# pvestatd broadcasts the guests' status every 10 seconds (``$updatetime`` in PVE::Service::pvestatd)
+STATD_PERIOD = 10.0
 
 DEFAULT_TASK_DURATIONS: dict[str, float] = {
     "default": 0.05,
@@ -95,6 +97,7 @@ class ProxmoxStandin:
         task_durations: Mapping[str, float] | None = None,
         unauthorized_delay: float = 0.0,
         lock_wait: float = 0.05,
+        statd_period: float = STATD_PERIOD,
     ) -> None:
         self.schema = ApiSchema.load(schema_path)
         self.cluster = Cluster(nodes, storages)
@@ -121,6 +124,11 @@ class ProxmoxStandin:
         self.counter = 0
         self.state_file = Path(state_file) if state_file else None
         self.api = ProxmoxApi(self)
+        # pvestatd: what /cluster/resources shows of a guest's status, name and template flag is the
+        # status daemon's last cycle (0 turns the lag off: the listing is computed at each request)
+        self.statd_period = statd_period
+        self.statd: dict[int, dict[str, Any]] = {}
+        self.statd_next = 0.0
         if self.state_file and self.state_file.exists():
             data = json.loads(self.state_file.read_text())
             self.cluster.load_json(data)
@@ -133,6 +141,8 @@ class ProxmoxStandin:
                         self.backend.running[(vm.node, vm.vmid)] = (
                             self.backend.clock() - self.backend.agent_delay
                         )
+
+        self.statd_cycle()
 
     # -- configuration --------------------------------------------------------------------------------
 
@@ -184,6 +194,20 @@ class ProxmoxStandin:
             self.cluster.advance()
             return dict(self.cluster.vms[vmid].config)
 
+    def statd_cycle(self) -> None:
+        """Run one status-daemon cycle now: /cluster/resources shows every guest as it is at this moment."""
+        with self.cluster.lock:
+            self.cluster.advance()
+            self.statd = {vmid: self.api.statd_entry(vm) for vmid, vm in self.cluster.vms.items()}
+            self.statd_next = self.cluster.clock() + self.statd_period
+
+    def tick(self) -> int:
+        """Finish the tasks whose time has come and run the status cycle when it is due."""
+        finished = self.cluster.advance()
+        if self.statd_period > 0 and self.cluster.clock() >= self.statd_next:
+            self.statd_cycle()
+        return finished
+
     def wait_tasks(self, timeout: float = 10.0) -> None:
         """Block until no task is running (for tests that look at state directly)."""
         deadline = time.monotonic() + timeout
@@ -215,7 +239,7 @@ class ProxmoxStandin:
         flat = dict(params)
         try:
             with self.cluster.lock:
-                finished = self.cluster.advance()
+                finished = self.tick()
                 status, reason, body, extra = self._handle(method, path, flat, headers)
                 if method != "GET" or finished:
                     self.save()
@@ -375,7 +399,7 @@ class _Ticker(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.wait(0.05):
             with self.standin.cluster.lock:
-                if self.standin.cluster.advance():
+                if self.standin.tick():
                     self.standin.save()
 
     def stop(self) -> None:

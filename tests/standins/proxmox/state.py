@@ -72,6 +72,8 @@ class Volume:
     ctime: int = 0
     parent: str | None = None
     notes: str | None = None
+    # hex digests of the file's bytes by algorithm, for download-url's check of an existing file
+    digests: dict[str, str] | None = None
 
 
 @dataclass
@@ -128,22 +130,33 @@ class Token:
     privileges: dict[str, set[str]]
 
 
+# The privileges of Proxmox VE 9 (PVE::AccessControl's privilege groups, plus Permissions.Modify).
 ALL_PRIVILEGES = frozenset(
     {
         "Datastore.Allocate",
         "Datastore.AllocateSpace",
         "Datastore.AllocateTemplate",
         "Datastore.Audit",
+        "Group.Allocate",
+        "Mapping.Audit",
+        "Mapping.Modify",
+        "Mapping.Use",
+        "Permissions.Modify",
         "Pool.Allocate",
         "Pool.Audit",
+        "Realm.Allocate",
+        "Realm.AllocateUser",
+        "SDN.Allocate",
         "SDN.Audit",
         "SDN.Use",
         "Sys.AccessNetwork",
         "Sys.Audit",
         "Sys.Console",
+        "Sys.Incoming",
         "Sys.Modify",
         "Sys.PowerMgmt",
         "Sys.Syslog",
+        "User.Modify",
         "VM.Allocate",
         "VM.Audit",
         "VM.Backup",
@@ -158,10 +171,15 @@ ALL_PRIVILEGES = frozenset(
         "VM.Config.Options",
         "VM.Console",
         "VM.GuestAgent.Audit",
+        "VM.GuestAgent.FileRead",
+        "VM.GuestAgent.FileSystemMgmt",
+        "VM.GuestAgent.FileWrite",
         "VM.GuestAgent.Unrestricted",
         "VM.Migrate",
         "VM.PowerMgmt",
+        "VM.Replicate",
         "VM.Snapshot",
+        "VM.Snapshot.Rollback",
     }
 )
 

@@ -162,6 +162,7 @@ def test_full_lifecycle(lab: tuple[ProxmoxStandin, Server, Any]) -> None:
     destroy = api.nodes("pve2").qemu(102).delete(purge=1, **{"destroy-unreferenced-disks": 1})
     assert wait_task(api, "pve2", destroy)["exitstatus"] == "OK"
     assert 102 not in [vm["vmid"] for vm in api.nodes("pve2").qemu.get()]
+    _standin.statd_cycle()  # the listing's template flag is the status daemon's
     resources = api.cluster.resources.get(type="vm")
     assert sorted(r["vmid"] for r in resources) == [101, 103, 9000]
     assert [r["template"] for r in resources if r["vmid"] == 9000] == [1]
