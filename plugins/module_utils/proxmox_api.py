@@ -8,7 +8,8 @@ One small client over proxmoxer that every module uses:
   password authentication, TLS verification on unless turned off explicitly;
 * errors turned into sentences that say what to fix (authentication, TLS,
   unreachable host, missing privileges);
-* ``can't lock file`` / ``got timeout`` answers retried with backoff;
+* Proxmox's lock timeouts (``can't lock file '...' - got timeout``), of a call or of its task,
+  retried with backoff, and nothing else;
 * tasks (UPIDs) polled until they stop, failures reported with the last lines
   of the task log;
 * helpers that parse Proxmox property strings and normalise values so that a
@@ -35,7 +36,10 @@ except ImportError as exc:  # pragma: no cover - reported by the module
 
 DEFAULT_OWNERSHIP_TAG = "gorkheavy-lite"
 
-LOCK_ERROR_PATTERNS = ("can't lock file", "got timeout", "unable to lock", "lock-")
+# How Proxmox words a lock it could not get in time (PVE::Tools::lock_file_full, as used for a guest's
+# config lock: "can't lock file '/var/lock/qemu-server/lock-201.conf' - got timeout"). Nothing else is
+# retried: a failure that merely mentions a timeout or a lock is reported at once.
+LOCK_ERROR_RE = re.compile(r"can't lock file '[^']+' - got timeout")
 AGENT_NOT_READY_PATTERNS = ("guest agent is not running", "not running", "no such", "timeout")
 
 
@@ -179,8 +183,7 @@ class ProxmoxClient:
 
     @staticmethod
     def _is_lock_error(exc):
-        text = str(exc).lower()
-        return any(pattern in text for pattern in LOCK_ERROR_PATTERNS)
+        return LOCK_ERROR_RE.search(str(exc)) is not None
 
     # ------------------------------------------------------------------ calls
     def call(self, method, path, action=None, **data):
@@ -223,6 +226,17 @@ class ProxmoxClient:
             return self.api(path).get(**params)
         except requests.exceptions.RequestException as exc:
             raise ProxmoxError(self._explain_transport(exc)) from exc
+
+    def permissions_at(self, acl_path):
+        """The privileges this identity holds on one ACL path (``/access/permissions?path=...``)."""
+        try:
+            perms = self.api("access/permissions").get(path=acl_path) or {}
+        except ResourceException as exc:
+            raise ProxmoxError(self._explain(exc, "read its own permissions")) from exc
+        except requests.exceptions.RequestException as exc:
+            raise ProxmoxError(self._explain_transport(exc)) from exc
+        # privilege => propagate flag: a privilege listed with 0 is held on the path all the same
+        return set(perms.get(acl_path) or {})
 
     # ------------------------------------------------------------------ tasks
     def task_log_tail(self, node, upid, lines=12):
@@ -288,7 +302,12 @@ class ProxmoxClient:
         return [r for r in self.get("cluster/resources", type="vm") or [] if r.get("type") == "qemu"]
 
     def cluster_guests(self):
-        """Every guest (VM or container) in the cluster, keyed by VMID."""
+        """Every guest (VM or container) in the cluster, keyed by VMID.
+
+        Only ``vmid``, ``node``, ``type``, ``tags`` and ``lock`` of these entries are current: Proxmox fills
+        ``status``, ``name`` and ``template`` from the status daemon's last cycle (about every 10 seconds,
+        ``status`` is ``unknown`` before the first one). Use ``is_template`` and ``vm_status`` for those.
+        """
         guests = {}
         for res in self.get("cluster/resources", type="vm") or []:
             if "vmid" in res:
@@ -304,6 +323,24 @@ class ProxmoxClient:
     def vm_status(self, node, vmid):
         return self.get(f"nodes/{node}/qemu/{vmid}/status/current") or {}
 
+    def guest_name(self, guest):
+        """A listed guest's name from its configuration (the listing's name lags behind)."""
+        if guest.get("type") == "qemu":
+            try:
+                return self.vm_config(guest.get("node"), guest["vmid"]).get("name") or "(no name)"
+            except ProxmoxError:
+                pass
+        return guest.get("name") or "(no name)"
+
+    def is_running(self, node, vmid):
+        """The VM's power state as QEMU reports it now (not the cluster listing's, which lags)."""
+        return self.vm_status(node, vmid).get("status") == "running"
+
+    def is_template(self, node, vmid, config=None):
+        """Whether a VM is a template, from its configuration (not the cluster listing's, which lags)."""
+        config = self.vm_config(node, vmid) if config is None else config
+        return str(config.get("template") or 0) in ("1", "true")
+
 
 # ---------------------------------------------------------------------- values
 def split_tags(value):
@@ -318,13 +355,13 @@ def join_tags(tags):
     return ";".join(split_tags(tags))
 
 
-def require_ownership(guest, tag, what="VMID"):
-    """Raise unless an existing guest carries the ownership tag."""
+def require_ownership(guest, tag, what="VMID", client=None):
+    """Raise unless an existing guest carries the ownership tag (the listing's tags are current)."""
     if guest is None:
         return
     tags = split_tags(guest.get("tags", ""))
     if tag not in tags:
-        name = guest.get("name") or "(no name)"
+        name = client.guest_name(guest) if client is not None else guest.get("name") or "(no name)"
         kind = "container" if guest.get("type") == "lxc" else "VM"
         raise ProxmoxError(
             f"{what} {guest['vmid']} already exists ({kind} '{name}' on node {guest.get('node')}) and is not "

@@ -58,6 +58,8 @@ options:
       - File name in the image storage. Must end in C(.qcow2) (Proxmox only imports known extensions).
       - Defaults to the URL's file name with C(.img) replaced by C(.qcow2) and, when O(image_checksum) is set,
         its first 12 digits added, so that a new image behind the same URL is downloaded rather than reused.
+      - Proxmox stores the file under a normalised name (a directory part dropped, every character other than
+        C(A-Za-z0-9_.-) turned into C(_)); the module sends, looks for and imports exactly that name.
     type: str
   image_storage:
     description: Storage (with content type C(import)) the image is downloaded to.
@@ -127,7 +129,7 @@ created:
 
 import posixpath
 import re
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.gorkheavy.lite.plugins.module_utils.proxmox_api import (
@@ -143,21 +145,27 @@ from ansible_collections.gorkheavy.lite.plugins.module_utils.proxmox_api import 
 DESCRIPTION_PREFIX = "gorkheavy-lite cloud template; image: "
 
 
+def stored_name(filename):
+    """The name Proxmox stores a downloaded file under: download-url drops any directory part and turns
+    every character other than ``A-Za-z0-9_.-`` into ``_`` (PVE::Storage::normalize_content_filename)."""
+    name = re.sub(r"^.*[/\\]", "", str(filename).removesuffix("\n"))
+    return re.sub(r"[^a-zA-Z0-9_.-]", "_", name)
+
+
 def image_filename(params):
-    """The image's file name in the storage.
+    """The image's file name in the storage, exactly as Proxmox will store it.
 
     Derived from the URL (``.img`` stored as ``.qcow2``); with a checksum its first 12 digits go into the
     name, so that a new image behind the same URL (``current/``, ``latest/``) is downloaded instead of reused.
     """
     if params.get("image_filename"):
-        return params["image_filename"]
-    base = posixpath.basename(urlparse(params["image_url"]).path) or "cloud-image.qcow2"
+        return stored_name(params["image_filename"])
+    base = posixpath.basename(unquote(urlparse(params["image_url"]).path)) or "cloud-image.qcow2"
     stem = re.sub(r"\.(img|raw|qcow2)$", "", base)
-    stem = re.sub(r"[^a-zA-Z0-9\-.+=_]", "_", stem)
     checksum = (params.get("image_checksum") or "").lower()
     if checksum:
         stem = f"{stem}-{checksum[:12]}"
-    return f"{stem}.qcow2"
+    return stored_name(f"{stem}.qcow2")
 
 
 def validate(params):
@@ -234,11 +242,17 @@ def main():
     try:
         client = ProxmoxClient(module)
         guest = client.find_guest(params["vmid"])
-        require_ownership(guest, params["ownership_tag"])
+        require_ownership(guest, params["ownership_tag"], client=client)
         node = params["node"]
         timeout = params["task_timeout"]
         if params["state"] == "absent":
             if guest is not None:
+                if guest.get("type") != "qemu" or not client.is_template(guest["node"], params["vmid"]):
+                    kind = "a container" if guest.get("type") != "qemu" else "a VM"
+                    raise ProxmoxError(
+                        f"VMID {params['vmid']} on {guest.get('node')} is {kind}, not a template; "
+                        "refusing to remove it as a template. Fix the template list in the inventory"
+                    )
                 before = {"vmid": guest["vmid"], "name": guest.get("name"), "node": guest.get("node")}
                 result["changed"] = True
                 if not module.check_mode:

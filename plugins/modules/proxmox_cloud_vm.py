@@ -406,41 +406,51 @@ class CloudVm:
 
     # ----------------------------------------------------------- helpers
     def locate(self):
+        """The VM's cluster listing entry and its configuration, or (None, {}) when the VMID is free.
+
+        The listing only tells where the VMID lives and its tags; whether it is a template is read from
+        its configuration, since the listing's template flag lags behind.
+        """
         guest = self.client.find_guest(self.params["vmid"])
-        require_ownership(guest, self.params["ownership_tag"])
-        if guest is not None:
-            if guest.get("type") != "qemu":
-                raise ProxmoxError(f"VMID {self.params['vmid']} is a container, not a VM")
-            if guest.get("node") != self.params["node"]:
-                raise ProxmoxError(
-                    f"VM {self.params['vmid']} ({guest.get('name')}) is on node {guest.get('node')}, but "
-                    f"node {self.params['node']} was asked for; migrate it in Proxmox or change the node "
-                    "in the inventory (gorkheavy_vm_node)"
-                )
-            if int(guest.get("template") or 0):
-                raise ProxmoxError(
-                    f"VMID {self.params['vmid']} is a template ({guest.get('name')}); "
-                    "give the VM another VMID"
-                )
-        return guest
+        require_ownership(guest, self.params["ownership_tag"], client=self.client)
+        if guest is None:
+            return None, {}
+        if guest.get("type") != "qemu":
+            raise ProxmoxError(f"VMID {self.params['vmid']} is a container, not a VM")
+        if guest.get("node") != self.params["node"]:
+            raise ProxmoxError(
+                f"VM {self.params['vmid']} is on node {guest.get('node')}, but "
+                f"node {self.params['node']} was asked for; migrate it in Proxmox or change the node "
+                "in the inventory (gorkheavy_vm_node)"
+            )
+        config = self.client.vm_config(self.params["node"], self.params["vmid"])
+        if self.client.is_template(self.params["node"], self.params["vmid"], config):
+            raise ProxmoxError(
+                f"VMID {self.params['vmid']} is a template ({config.get('name')}); give the VM another VMID"
+            )
+        return guest, config
 
     def vm_path(self, suffix=""):
         return f"nodes/{self.params['node']}/qemu/{self.params['vmid']}{suffix}"
 
     # ----------------------------------------------------------- states
     def absent(self):
-        guest = self.locate()
+        guest, config = self.locate()
         if guest is None:
             return
-        self.before = {"vmid": guest["vmid"], "name": guest.get("name"), "status": guest.get("status")}
+        running = self.client.is_running(self.params["node"], self.params["vmid"])
+        self.before = {
+            "vmid": guest["vmid"],
+            "name": config.get("name"),
+            "status": "running" if running else "stopped",
+        }
         self.after = {}
         self.result["changed"] = True
         self.result["power"] = "absent"
         if self.module.check_mode:
             return
         timeout = self.params["task_timeout"]
-        status = self.client.vm_status(self.params["node"], self.params["vmid"])
-        if status.get("status") == "running":
+        if running:
             self.client.run_task(
                 "POST", self.vm_path("/status/stop"), f"stopping VM {self.params['vmid']}", timeout=timeout
             )
@@ -457,7 +467,16 @@ class CloudVm:
         params = self.params
         template_node = params.get("template_node") or params["node"]
         template = self.client.find_guest(params["template_vmid"])
-        if template is None or not int(template.get("template") or 0):
+        if template is not None and template.get("node") != template_node:
+            raise ProxmoxError(
+                f"template {params['template_vmid']} is on node {template.get('node')}, not {template_node}"
+            )
+        is_template = (
+            template is not None
+            and template.get("type") == "qemu"
+            and self.client.is_template(template_node, params["template_vmid"])
+        )
+        if not is_template:
             if self.module.check_mode:
                 # The template is created earlier in the same run; in check mode it may not exist yet.
                 return {}
@@ -465,10 +484,6 @@ class CloudVm:
             raise ProxmoxError(
                 f"cannot create VM {params['vmid']}: template VMID {params['template_vmid']} {what}; "
                 "run the proxmox_template role first or fix the template VMID"
-            )
-        if template.get("node") != template_node:
-            raise ProxmoxError(
-                f"template {params['template_vmid']} is on node {template.get('node')}, not {template_node}"
             )
         if self.module.check_mode:
             return {}
@@ -496,15 +511,14 @@ class CloudVm:
 
     def present(self):
         params = self.params
-        guest = self.locate()
-        running = bool(guest) and guest.get("status") == "running"
+        guest, raw = self.locate()
+        running = guest is not None and self.client.is_running(params["node"], params["vmid"])
         if guest is None:
             self.result["created"] = True
             self.result["changed"] = True
             raw = self.clone()
             self.before = {}
         else:
-            raw = self.client.vm_config(params["node"], params["vmid"])
             self.before = printable(current_view(raw))
         want = desired_config(params)
         have = current_view(raw) if raw else {}
@@ -558,15 +572,14 @@ class CloudVm:
         }
         if self.module.check_mode:
             return
-        upid = self.client.call(
+        # the resize task takes the VM's lock itself: a lock timeout fails the task and is retried
+        self.client.run_task(
             "PUT",
             self.vm_path("/resize"),
-            action=f"growing disk {params['disk']} of VM {params['vmid']}",
+            f"growing disk {params['disk']} of VM {params['vmid']}",
+            timeout=params["task_timeout"],
             disk=params["disk"],
             size=f"{params['disk_gb']}G",
-        )
-        self.client.wait_task(
-            upid, f"growing disk {params['disk']} of VM {params['vmid']}", timeout=params["task_timeout"]
         )
 
     def power(self, running, exists):

@@ -22,7 +22,7 @@ description:
     networks).
   - Every VMID in O(guests) is either free or carries O(ownership_tag) (and then lives on the expected node
     and is of the expected kind); VMIDs are not used twice.
-  - The token holds the privileges in O(privileges) (from C(/access/permissions)).
+  - The token holds each privilege in O(privileges) on its own ACL path (from C(/access/permissions)).
   - Never changes anything, so it always reports C(changed=false); runs in check mode too.
 extends_documentation_fragment:
   - gorkheavy.lite.proxmox_api
@@ -101,10 +101,32 @@ options:
     type: str
     default: gorkheavy-lite
   privileges:
-    description: Privileges the token must hold (on C(/) or below); empty skips the check.
+    description:
+      - Privileges the token must hold, each on the ACL path Proxmox checks it on (C(/vms/201),
+        C(/storage/local-lvm), C(/sdn/zones/localnetwork/vmbr0), C(/nodes/pve1)); empty skips the check.
+      - Read per path from C(/access/permissions?path=...), so a privilege held on another path never counts.
+        Each one missing is named with its path and the C(pveum aclmod) command that grants it.
     type: list
-    elements: str
+    elements: dict
     default: []
+    suboptions:
+      path:
+        description: ACL path.
+        type: str
+        required: true
+      privileges:
+        description: Privileges needed on O(privileges[].path).
+        type: list
+        elements: str
+        required: true
+      any:
+        description: One of O(privileges[].privileges) is enough (for example C(VM.GuestAgent.Audit) or, on
+          Proxmox VE 8, C(VM.Monitor)).
+        type: bool
+        default: false
+      reason:
+        description: What the privileges are needed for, shown when one is missing.
+        type: str
 requirements:
   - proxmoxer >= 2.1
   - requests
@@ -263,8 +285,8 @@ def check_guests(client, params, problems):
         if guest is None:
             free.append(vmid)
             continue
-        name = guest.get("name") or "(no name)"
         if params["ownership_tag"] not in split_tags(guest.get("tags")):
+            name = client.guest_name(guest)
             problems.append(
                 f"VMID {vmid} (wanted for {label}) already exists as '{name}' on node {guest.get('node')} "
                 f"and is not tagged '{params['ownership_tag']}'; refusing to touch it: "
@@ -277,8 +299,15 @@ def check_guests(client, params, problems):
                 "migrate it or "
                 "fix the node in the inventory"
             )
-        is_template = bool(int(guest.get("template") or 0))
-        if guest.get("type") == "qemu" and is_template != item["template"]:
+        if guest.get("type") != "qemu":
+            problems.append(
+                f"VMID {vmid} ({label}) is a container, not a "
+                f"{'template' if item['template'] else 'VM'}; pick another VMID in the inventory"
+            )
+            continue
+        # the listing's template flag lags behind (status daemon); the configuration does not
+        is_template = client.is_template(guest.get("node"), vmid)
+        if is_template != item["template"]:
             if is_template:
                 problems.append(f"VMID {vmid} ({label}) is a template; give the VM another VMID")
             else:
@@ -291,25 +320,64 @@ def check_guests(client, params, problems):
     return managed, free
 
 
+# The built-in role that carries a privilege (PVE::AccessControl's privilege groups); Sys.AccessNetwork is
+# in none but Administrator, so the grant suggests a role of its own, as the README's quick start does.
+GRANT_ROLES = {
+    "VM": "PVEVMAdmin",
+    "Datastore": "PVEDatastoreAdmin",
+    "SDN": "PVESDNUser",
+    "Sys.Audit": "PVEAuditor",
+}
+OWN_ROLES = {"Sys.AccessNetwork": "GorkheavyDownload"}
+
+
+def grant_command(identity, path, priv):
+    """The pveum command that gives ``identity`` (user or token) ``priv`` on ``path``."""
+    user, _, token = identity.partition("!")
+    role = OWN_ROLES.get(priv) or GRANT_ROLES.get(priv) or GRANT_ROLES.get(priv.split(".")[0], "PVEAdmin")
+    command = f"pveum aclmod {path} -user {user} -role {role}"
+    if priv in OWN_ROLES:
+        command = f"pveum role add {role} -privs {priv}; {command}"
+    if token:
+        command += f" (a token with privilege separation needs it as well: -token '{identity}')"
+    return command
+
+
 def check_privileges(client, module, params, problems):
+    """Each privilege on the path Proxmox checks it on, read with /access/permissions?path=...
+
+    Privileges are never merged across paths: SDN.Use on another bridge, or VM.Allocate on another VMID,
+    does not count.
+    """
     if not params["privileges"]:
         return
-    try:
-        perms = client.get("access/permissions") or {}
-    except ProxmoxError as exc:
-        module.warn(f"could not read the token's permissions, privileges are not checked: {exc}")
-        return
-    held = set()
-    for path, privs in perms.items():
-        if path == "/" or path.startswith(("/vms", "/storage", "/nodes", "/sdn", "/pool")):
-            held.update(k for k, v in (privs or {}).items() if v not in (0, "0", False))
-    missing = [p for p in params["privileges"] if p not in held]
-    if missing:
-        problems.append(
-            f"{client.identity} lacks the privileges {', '.join(missing)}; "
-            "grant them (for example a role with them "
-            "on / for the token) or create the token with --privsep 0 for a user that has them"
-        )
+    held_at = {}
+    for check in params["privileges"]:
+        path = check["path"]
+        if path in held_at:
+            continue
+        try:
+            held_at[path] = client.permissions_at(path)
+        except ProxmoxError as exc:
+            module.warn(f"could not read the token's permissions, privileges are not checked: {exc}")
+            return
+    for check in params["privileges"]:
+        path, wanted = check["path"], check["privileges"]
+        held = held_at[path]
+        why = f" ({check['reason']})" if check.get("reason") else ""
+        if check["any"]:
+            if not held.intersection(wanted):
+                problems.append(
+                    f"{client.identity} lacks one of {', '.join(wanted)} on {path}{why}; add it with: "
+                    + grant_command(client.identity, path, wanted[0])
+                )
+            continue
+        for priv in wanted:
+            if priv not in held:
+                problems.append(
+                    f"{client.identity} lacks {priv} on {path}{why}; add it with: "
+                    + grant_command(client.identity, path, priv)
+                )
 
 
 def build_argument_spec():
@@ -351,7 +419,17 @@ def build_argument_spec():
             },
         },
         ownership_tag={"type": "str", "default": "gorkheavy-lite"},
-        privileges={"type": "list", "elements": "str", "default": []},
+        privileges={
+            "type": "list",
+            "elements": "dict",
+            "default": [],
+            "options": {
+                "path": {"type": "str", "required": True},
+                "privileges": {"type": "list", "elements": "str", "required": True},
+                "any": {"type": "bool", "default": False},
+                "reason": {"type": "str"},
+            },
+        },
     )
     return argument_spec
 

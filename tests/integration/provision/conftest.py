@@ -15,6 +15,7 @@ from tests.integration.provision import harness
 from tests.standins.proxmox import ProxmoxStandin, Server
 
 ADMIN_TOKEN = ("root@pam!setup", "setup-secret")
+STATD_PERIOD = 1.0
 
 
 @dataclass
@@ -51,8 +52,14 @@ class Lab:
         raise AssertionError(f"task {upid} did not finish")
 
     def vms(self) -> dict[int, dict[str, Any]]:
-        """Every guest in the cluster, by VMID, as /cluster/resources lists it."""
+        """Every guest in the cluster, by VMID, as /cluster/resources lists it once pvestatd caught up."""
+        self.standin.statd_cycle()
         return {int(r["vmid"]): r for r in self.admin().cluster.resources.get(type="vm")}
+
+    def freeze_statd(self) -> None:
+        """Let no status-daemon cycle happen from now on: the listing keeps what it shows now."""
+        self.standin.statd_period = 3600.0
+        self.standin.statd_next = self.standin.cluster.clock() + 3600.0
 
     def config(self, node: str, vmid: int) -> dict[str, Any]:
         return self.admin().nodes(node).qemu(vmid).config.get()
@@ -72,9 +79,12 @@ class Lab:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    # Tasks still run asynchronously (the roles must poll them), only shorter than the stand-in's defaults.
+    # Tasks still run asynchronously (the roles must poll them), only shorter than the stand-in's defaults;
+    # /cluster/resources lags like pvestatd's, with a 1-second cycle instead of 10.
     standin = ProxmoxStandin(
-        nodes=["pve1", "pve2", "pve3"], task_durations={"default": 0.02, "qmclone": 0.1, "download": 0.1}
+        nodes=["pve1", "pve2", "pve3"],
+        task_durations={"default": 0.02, "qmclone": 0.1, "download": 0.1},
+        statd_period=STATD_PERIOD,
     )
     standin.add_token(harness.TOKEN_ID, harness.SECRET)
     standin.add_token(*ADMIN_TOKEN)

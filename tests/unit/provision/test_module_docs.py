@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import re
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -72,3 +74,24 @@ def test_secrets_are_never_logged(name: str) -> None:
     assert spec["api_token_secret"]["no_log"] is True
     assert spec["api_password"]["no_log"] is True
     assert spec["validate_certs"]["default"] is True
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def pveum_grants(text: str) -> list[str]:
+    """The pveum lines that grant privileges (role add, aclmod), comments and spacing left out."""
+    return [
+        " ".join(line.split("#")[0].split())
+        for line in text.splitlines()
+        if re.match(r"^\s*pveum (aclmod|role add) ", line)
+    ]
+
+
+@pytest.mark.parametrize("role", ["proxmox_template", "proxmox_vm"])
+def test_the_role_readme_grants_what_the_quick_start_grants(role: str) -> None:
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start on real Proxmox") :].split("\n## ")[0]
+    wanted = pveum_grants(quick_start)
+    assert wanted, "the quick start grants nothing"
+    assert pveum_grants((ROOT / "roles" / role / "README.md").read_text()) == wanted

@@ -168,3 +168,33 @@ def test_emptied_settings_are_deleted_not_sent_empty() -> None:
     assert payload["delete"] == "nameserver"
     assert "nameserver" not in payload
     assert "sshkeys" not in changed
+
+
+@pytest.mark.parametrize(
+    ("params", "stored"),
+    [
+        ({"image_url": "https://x.example/a/noble+1=2.img", "image_checksum": ""}, "noble_1_2.qcow2"),
+        ({"image_url": "https://x.example/a/b%2Bc d.img", "image_checksum": ""}, "b_c_d.qcow2"),
+        ({"image_url": "https://x.example/x.img", "image_filename": "dir/my+image.qcow2"}, "my_image.qcow2"),
+    ],
+    ids=["plus-equals", "escaped", "own-name-with-directory"],
+)
+def test_the_image_name_is_the_one_proxmox_stores(params: dict[str, str], stored: str) -> None:
+    assert tpl.image_filename(params) == stored
+
+
+@pytest.mark.parametrize(
+    ("text", "retried"),
+    [
+        ("can't lock file '/var/lock/qemu-server/lock-201.conf' - got timeout", True),
+        (
+            "500 Internal Server Error: can't lock file '/var/lock/qemu-server/lock-9001.conf' - got timeout",
+            True,
+        ),
+        ("clone failed: command 'lvcreate --lock-type none' failed: got timeout", False),
+        ("unable to lock the guest agent channel", False),
+        ("VM is locked (clone)", False),
+    ],
+)
+def test_only_proxmox_lock_timeouts_count_as_lock_errors(text: str, retried: bool) -> None:
+    assert api.ProxmoxClient._is_lock_error(text) is retried
