@@ -26,6 +26,9 @@ IMAGE_BYTES = b"QFI\xfb" + b"\x00" * 4092
 IMAGE_SHA256 = hashlib.sha256(IMAGE_BYTES).hexdigest()
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvUu0p0a7QxH1mJp9t4W2zYxFQk3L8nRr6sD5eG7hKq operator@laptop"
 
+# A loopback port nothing listens on (tcpmux): an SSH connection to it is refused at once.
+UNREACHABLE_SSH_PORT = 1
+
 VMS = {
     "k3s-server": {"node": "pve1", "vmid": 201, "address": "192.168.1.201", "group": "k3s_server"},
     "k3s-agent-1": {"node": "pve2", "vmid": 202, "address": "192.168.1.202", "group": "k3s_agents"},
@@ -111,7 +114,10 @@ def write_inventory(
             "gorkheavy_vm_node": vm["node"],
             "gorkheavy_vm_id": vm["vmid"],
             "gorkheavy_vm_address": vm["address"],
-            "ansible_host": "{{ gorkheavy_vm_address }}",
+            # Nothing answers SSH there: reset.yml's K3s play finds the nodes unreachable at once, on loopback
+            # (the VMs' addresses are in a private range this machine must not send traffic to).
+            "ansible_host": "127.0.0.1",
+            "ansible_port": UNREACHABLE_SSH_PORT,
         }
         values.update((host_vars or {}).get(name, {}))
         (inventory / "host_vars" / f"{name}.yml").write_text(yaml.safe_dump(values, sort_keys=False))
