@@ -36,7 +36,7 @@ import aiohttp
 from . import systemd
 from .kube.store import now_rfc3339
 from .logs import Logger
-from .node import HEARTBEAT_SECONDS, STATUS_REPORT_SECONDS, NodeIdentity, lease
+from .node import STATUS_REPORT_SECONDS, NodeIdentity, lease
 from .release import Release
 from .tokens import Token, TokenError, ca_hash, parse
 
@@ -349,13 +349,15 @@ class Agent:
         )
         if status == 404:
             await self._api(
-                "POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", lease(name, name)
+                "POST",
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                lease(name, name, self.config.identity.lease_seconds),
             )
         else:
             await self._api(
                 "PATCH",
                 f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}",
-                {"spec": lease(name, name)["spec"]},
+                {"spec": lease(name, name, self.config.identity.lease_seconds)["spec"]},
                 "application/merge-patch+json",
             )
         stamp = now_rfc3339()
@@ -411,11 +413,11 @@ class Agent:
             if notify:  # on a server the server notifies systemd, on agent-only nodes the agent does
                 self.log.info("k3s agent is up and running")
                 systemd.notify()
-            # the kubelet's lease controller: renew every 10 s; after a failure retry with a backoff from
-            # 200 ms doubling up to 7 s
+            # the kubelet's lease controller: renew every quarter of the lease duration (10 s); after a
+            # failure retry with a backoff from 200 ms doubling up to 7 s
             backoff = 0.2
             while True:
-                await asyncio.sleep(HEARTBEAT_SECONDS if ok else backoff)
+                await asyncio.sleep(self.config.identity.renew_interval if ok else backoff)
                 backoff = 0.2 if ok else min(backoff * 2, 7.0)
                 ok = await self._safe_heartbeat()
         finally:

@@ -16,8 +16,7 @@ from typing import Any
 from .kube.store import now_rfc3339
 from .release import Release
 
-LEASE_SECONDS = 40
-HEARTBEAT_SECONDS = 10  # kubelet's lease renew interval
+LEASE_SECONDS = 40  # kubelet --node-lease-duration-seconds default; the lease is renewed every quarter of it
 STATUS_REPORT_SECONDS = 300  # kubelet's nodeStatusReportFrequency default
 CONTAINERD = "containerd://2.3.2-k3s2"  # the v1.36 line's containerd per k3s-io/docs release notes (v1.36.2)
 
@@ -82,6 +81,12 @@ class NodeIdentity:
     server_role: bool = False
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    lease_seconds: int = LEASE_SECONDS
+
+    @property
+    def renew_interval(self) -> float:
+        """The kubelet renews its lease every quarter of the lease duration (10 s by default)."""
+        return self.lease_seconds / 4
 
     def node_object(self, release: Release, pod_cidr: str) -> dict[str, Any]:
         arch = release.arch
@@ -184,14 +189,14 @@ class NodeIdentity:
         }
 
 
-def lease(name: str, holder: str) -> dict[str, Any]:
+def lease(name: str, holder: str, seconds: int = LEASE_SECONDS) -> dict[str, Any]:
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {"name": name, "namespace": "kube-node-lease"},
         "spec": {
             "holderIdentity": holder,
-            "leaseDurationSeconds": LEASE_SECONDS,
+            "leaseDurationSeconds": seconds,
             "renewTime": now_rfc3339().replace("Z", ".000000Z"),
         },
     }

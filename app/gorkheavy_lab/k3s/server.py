@@ -105,7 +105,12 @@ def identity(
             redacted.append(arg)
     env = {k: "********" for k in os.environ if k in {"K3S_TOKEN", "K3S_AGENT_TOKEN"}}
     env.update({k: v for k, v in os.environ.items() if k in {"K3S_URL", "K3S_DATA_DIR"}})
-    return NodeIdentity(name, ip, hostname, labels, taints, server_role, redacted, env)
+    ident = NodeIdentity(name, ip, hostname, labels, taints, server_role, redacted, env)
+    for arg in _values_list(values, "kubelet-arg"):
+        key, _, value = arg.lstrip("-").partition("=")
+        if key == "node-lease-duration-seconds" and value.isdigit():
+            ident.lease_seconds = int(value)
+    return ident
 
 
 @dataclass

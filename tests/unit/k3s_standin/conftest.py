@@ -24,7 +24,9 @@ def server(k3s_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         'write-kubeconfig-mode: "0640"\n'
         "tls-san: [k3s.example.test]\n"
         "node-label: [gorkheavy.io/role=orchestrator]\n"
+        # a short grace period for the Unknown test needs short leases too (renewed every quarter: 1 s)
         "kube-controller-manager-arg: [node-monitor-grace-period=4s, node-monitor-period=1s]\n"
+        "kubelet-arg: [node-lease-duration-seconds=4]\n"
         "tls_san: typo.example.test\n"
     )
     (config.parent / "config.yaml.d").mkdir()
