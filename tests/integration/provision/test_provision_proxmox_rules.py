@@ -59,36 +59,38 @@ def test_a_failure_that_is_not_a_lock_timeout_is_not_retried(lab: Lab) -> None:
     assert len(clones) == 1
 
 
+TWO_TEMPLATES = {
+    "gorkheavy_proxmox_templates": [{"node": "pve1", "vmid": 9001}, {"node": "pve2", "vmid": 9002}]
+}
+
+
 @pytest.mark.parametrize(
     ("guest", "message"),
     [
         # a VM of ours that is not a template (say, cloned there by hand)
-        (("pve3", 9003, "gorkheavy-lite", False), "VMID 9003 (template on pve3) is a VM, not a template"),
+        (("gorkheavy-lite", False), "VMID 9002 (template on pve2) is a VM, not a template"),
         # someone else's template
-        (
-            ("pve2", 9002, "prod", True),
-            "VMID 9002 (wanted for template on pve2) already exists as 'not-ours'",
-        ),
+        (("prod", True), "VMID 9002 (wanted for template on pve2) already exists as 'not-ours'"),
     ],
     ids=["our-vm-not-a-template", "foreign-template"],
 )
 def test_reset_with_templates_checks_every_template_vmid_before_removing_any_vm(
-    lab: Lab, guest: tuple[str, int, str, bool], message: str
+    lab: Lab, guest: tuple[str, bool], message: str
 ) -> None:
-    node, vmid, tags, template = guest
-    inventory = lab.inventory()
+    tags, template = guest
+    inventory = lab.inventory(vms=ONE_VM, group_vars=TWO_TEMPLATES)
     assert lab.provision(inventory).rc == 0
-    lab.wait(lab.admin().nodes(node).qemu(vmid).delete())
-    lab.create_foreign_vm(node, vmid, "not-ours", tags=tags)
+    lab.wait(lab.admin().nodes("pve2").qemu(9002).delete())
+    lab.create_foreign_vm("pve2", 9002, "not-ours", tags=tags)
     if template:
-        lab.wait(lab.admin().nodes(node).qemu(vmid).template.post())
+        lab.wait(lab.admin().nodes("pve2").qemu(9002).template.post())
 
     since = len(lab.standin.requests)
     run = lab.reset(inventory, "-e", "gorkheavy_reset_confirm=yes", "-e", "gorkheavy_reset_templates=yes")
     assert run.rc != 0
     assert message in run.output, run.output
     assert harness.mutating_requests(lab.standin, since) == []
-    assert sorted(lab.vms()) == [201, 202, 203, 9001, 9002, 9003]
+    assert sorted(lab.vms()) == [201, 9001, 9002]
 
 
 def test_the_stored_image_is_reused_when_its_checksum_matches(lab: Lab) -> None:
