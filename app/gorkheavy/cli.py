@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gorkheavy import __version__
+from gorkheavy.backends.cache import CacheError
 from gorkheavy.backends.memory import MemoryStoreError, open_store
 from gorkheavy.config import CONFIG_ENV, AppConfig, ConfigError, load, state_dir
 from gorkheavy.core.text import printable
@@ -181,7 +182,7 @@ def _chat(config: AppConfig, args: argparse.Namespace, environ: Mapping[str, str
             runtime: Runtime = runner.run(
                 stack.enter_async_context(open_runtime(config, environ, listeners=[progress.on_event]))
             )
-        except MemoryStoreError as exc:
+        except (MemoryStoreError, CacheError) as exc:
             err.write(f"Error: {exc}\n")
             return 1
         try:
@@ -333,7 +334,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from gorkheavy.server import serve  # noqa: PLC0415 - only the server needs aiohttp.web
 
         return asyncio.run(serve(config, environ, host=args.host, port=args.port))
-    except MemoryStoreError as exc:
+    except (MemoryStoreError, CacheError) as exc:
         sys.stderr.write(f"Error: {exc}\n")
         return 1
     except KeyboardInterrupt:

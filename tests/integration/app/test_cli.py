@@ -397,3 +397,13 @@ def test_doctor_never_prints_a_password(tmp_path: Path, standin: tuple[OllamaSta
         assert "memory" in done.stdout
         assert "s3cret" not in done.stdout + done.stderr
         assert "***" in done.stdout
+
+
+def test_an_unusable_redis_cache_is_a_clear_error(tmp_path: Path, standin: tuple[OllamaStandin, str]) -> None:
+    _, url = standin
+    config = write_config(tmp_path, url, cache={"enabled": True, "url": f"unix://{tmp_path}/no-redis.sock"})
+    done = gorkheavy(tmp_path, "ask", "What is K3s?", "--config", str(config))
+    assert done.returncode == 1
+    assert "Error: cannot use the Redis answer cache at unix://" in done.stderr
+    assert "check cache.url" in done.stderr
+    assert "Traceback" not in done.stderr
