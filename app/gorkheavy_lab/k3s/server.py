@@ -25,7 +25,7 @@ from aiohttp import web
 
 from . import images, systemd
 from .agent import Agent, AgentConfig
-from .kube import core
+from .kube import core, workloads
 from .kube.api import ApiServer
 from .kube.extensions import Cluster, Extension
 from .kube.registry import Registry
@@ -37,7 +37,7 @@ from .release import Release
 from .tokens import TokenError, parse
 
 # What the server's API is made of; a later stage appends its own extension here (kube/extensions.py).
-EXTENSIONS: tuple[Extension, ...] = (core.extension,)
+EXTENSIONS: tuple[Extension, ...] = (core.extension, workloads.extension)
 
 
 class FatalError(Exception):
