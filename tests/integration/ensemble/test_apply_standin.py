@@ -1,0 +1,173 @@
+"""The ensemble's apply path (playbooks/ensemble.yml, kubernetes.core.k8s) against the K3s stand-in's API.
+
+The stand-in runs as a local process with its own data directory and kubeconfig; the playbook runs with the
+example inventory pointed at that kubeconfig. Nothing is shipped to a node here
+(``orchestrator_artifact_hosts`` is empty) and the rollout wait is off: the stand-in runs no pods (its
+README), so no Deployment ever becomes available there. What is checked is what the API sees: the objects
+created, a second run changed=0 through the same path, ``--check --diff`` reporting a real difference
+without writing it, a roster removal deleting exactly that model's objects, and the real kubectl listing
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from gorkheavy_lab.k3s.testing import Process, build_artifact, free_port, kubectl, running
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+MODELS = ["promptimizer", "llama", "qwen", "qwen-small", "judge"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, Path]]:
+    binary = build_artifact(tmp_path_factory.mktemp("k3s-artifact"))
+    root = tmp_path_factory.mktemp("k3s-server")
+    kubeconfig = root / "k3s.yaml"
+    args = [
+        "server",
+        "-d",
+        str(root / "data"),
+        "--https-listen-port",
+        str(free_port()),
+        "--node-name",
+        "ens-server",
+        "--node-ip",
+        "127.0.0.1",
+        "--write-kubeconfig",
+        str(kubeconfig),
+    ]
+    with running(binary, root, args, ready="Annotations and labels have been set successfully") as process:
+        yield process, kubeconfig
+
+
+def _play(kubeconfig: Path, cache: Path, *extra: str, roster: list[Any] | None = None) -> str:
+    extra_vars: dict[str, Any] = {
+        "gorkheavy_k3s_kubeconfig_path": str(kubeconfig),
+        "orchestrator_artifact_hosts": [],
+        "orchestrator_artifact_cache_dir": str(cache),
+        "k8s_manifests_wait": False,
+    }
+    if roster is not None:
+        extra_vars["gorkheavy_models"] = roster
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "ANSIBLE_NOCOLOR": "1"}
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    result = subprocess.run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            "inventory/example",
+            "playbooks/ensemble.yml",
+            "-e",
+            json.dumps(extra_vars),
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+def _recap(out: str) -> str:
+    return out[out.rfind("PLAY RECAP") :]
+
+
+def _roster() -> list[dict[str, Any]]:
+    data = yaml.safe_load((ROOT / "inventory/example/group_vars/all/main.yml").read_text(encoding="utf-8"))
+    roster: list[dict[str, Any]] = data["gorkheavy_models"]
+    return roster
+
+
+def _names(kubeconfig: Path, resource: str) -> set[str]:
+    listed = kubectl(kubeconfig, "get", resource, "-n", "gorkheavy", "-o", "json")
+    return {item["metadata"]["name"] for item in json.loads(listed.stdout)["items"]}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_apply_second_run_check_diff_swap_and_removal(
+    cluster: tuple[Process, Path], tmp_path_factory: Any
+) -> None:
+    """One cluster's life: apply, apply again (changed=0), preview a swap, apply it, remove a model."""
+    _process, kubeconfig = cluster
+    cache = tmp_path_factory.mktemp("artifacts")
+    first = _play(kubeconfig, cache)
+    assert "changed=0" not in _recap(first)
+    assert _names(kubeconfig, "deployments") == {*MODELS, "orchestrator"}
+    assert _names(kubeconfig, "services") == {*MODELS, "orchestrator"}
+    assert _names(kubeconfig, "persistentvolumeclaims") == {f"{m}-store" for m in MODELS} | {
+        "orchestrator-memory"
+    }
+    assert _names(kubeconfig, "networkpolicies") == {
+        "default-deny",
+        "models-ingress",
+        "models-egress",
+        "orchestrator-ingress",
+        "orchestrator-egress",
+    }
+    assert _names(kubeconfig, "configmaps") == {"orchestrator-config", "orchestrator-install"}
+
+    second = _play(kubeconfig, cache)
+    assert "changed=0" in _recap(second), _recap(second)
+
+    # What an operator types, with the real kubectl.
+    table = kubectl(kubeconfig, "get", "deploy,svc,pvc,networkpolicy", "-n", "gorkheavy").stdout
+    for name in (*MODELS, "orchestrator", "default-deny"):
+        assert name in table
+    # The server defaulted fields the templates leave out, and the apply path did not fight them.
+    service = json.loads(kubectl(kubeconfig, "get", "svc", "llama", "-n", "gorkheavy", "-o", "json").stdout)
+    assert service["spec"]["clusterIP"].startswith("10.43.")
+    deployment = json.loads(
+        kubectl(kubeconfig, "get", "deploy", "llama", "-n", "gorkheavy", "-o", "json").stdout
+    )
+    assert deployment["metadata"]["generation"] == 1
+    assert deployment["spec"]["progressDeadlineSeconds"] == 600
+    assert "kubectl.kubernetes.io/last-applied-configuration" in deployment["metadata"]["annotations"]
+
+    before = json.loads(kubectl(kubeconfig, "get", "deploy", "qwen", "-n", "gorkheavy", "-o", "json").stdout)
+
+    swapped = _roster()
+    for entry in swapped:
+        if entry["name"] == "qwen":
+            entry["model"] = "qwen2.5-coder:3b"
+    preview = _play(kubeconfig, cache, "--check", "--diff", roster=swapped)
+    assert "qwen2.5-coder:3b" in preview
+    after = json.loads(kubectl(kubeconfig, "get", "deploy", "qwen", "-n", "gorkheavy", "-o", "json").stdout)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], "check mode wrote"
+
+    applied = _play(kubeconfig, cache, roster=swapped)
+    recap = _recap(applied)
+    assert "changed=0" not in recap, recap
+    after = json.loads(kubectl(kubeconfig, "get", "deploy", "qwen", "-n", "gorkheavy", "-o", "json").stdout)
+    assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
+    llama = json.loads(kubectl(kubeconfig, "get", "deploy", "llama", "-n", "gorkheavy", "-o", "json").stdout)
+    assert llama["metadata"]["generation"] == 1, "an untouched model is not rewritten"
+
+    smaller = [e for e in swapped if e["name"] != "llama"]
+    _play(kubeconfig, cache, roster=smaller)
+    assert "llama" not in _names(kubeconfig, "deployments")
+    assert "llama" not in _names(kubeconfig, "services")
+    assert "llama-store" not in _names(kubeconfig, "persistentvolumeclaims")
+    assert _names(kubeconfig, "deployments") == {
+        "promptimizer",
+        "qwen",
+        "qwen-small",
+        "judge",
+        "orchestrator",
+    }
+    config = kubectl(kubeconfig, "get", "cm", "orchestrator-config", "-n", "gorkheavy", "-o", "json").stdout
+    assert "llama3.2:1b" not in json.loads(config)["data"]["config.yml"]
