@@ -95,10 +95,15 @@ def playbook(*args: str, extra: dict[str, Any] | None = None, labels: bool = Tru
     return Run(done)
 
 
-@pytest.fixture(scope="module")
-def hosts() -> dict[str, Any]:
+def connect() -> dict[str, Any]:
+    """testinfra hosts for the scenario's three hosts, over SSH as the admin user."""
     inventory = INVENTORY / "ansible_inventory.yml"
     return {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in HOSTS}
+
+
+@pytest.fixture(scope="module")
+def hosts() -> dict[str, Any]:
+    return connect()
 
 
 def sh(host: Any, command: str) -> str:

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).parents[1]))
+
+from lifecycle import kubectl
+
 RUN_DIR = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
 KUBECONFIG = RUN_DIR / "kubeconfig.yaml"
-KUBECTL = Path(sys.executable).parent / "kubectl"
 VERSION = "v1.36.4+k3s1"
 CLUSTER = "gorkheavy-molecule"
 SERVER = "gorkheavy-cluster-server"
@@ -38,19 +40,6 @@ def _unit(host: Any) -> str:
 def _root(host: Any, command: str) -> str:
     with host.sudo():
         return str(host.check_output(command))
-
-
-def _kubectl(*args: str) -> str:
-    done = subprocess.run(
-        [str(KUBECTL), *args],
-        env={**os.environ, "KUBECONFIG": str(KUBECONFIG)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_the_unit_is_ours_type_notify_running_enabled_and_holds_no_secret(host):
@@ -143,7 +132,7 @@ def test_the_fetched_kubeconfig_is_renamed_pointed_at_the_server_and_private():
 
 
 def test_kubectl_sees_three_ready_nodes_with_their_addresses_taints_and_labels(host):
-    nodes = {n["metadata"]["name"]: n for n in json.loads(_kubectl("get", "nodes", "-o", "json"))["items"]}
+    nodes = {n["metadata"]["name"]: n for n in json.loads(kubectl("get", "nodes", "-o", "json"))["items"]}
     assert sorted(nodes) == ["gorkheavy-cluster-agent-1", "gorkheavy-cluster-agent-2", SERVER]
     name = str(_vars(host)["inventory_hostname"])
     me = nodes[name]
@@ -162,7 +151,7 @@ def test_kubectl_sees_three_ready_nodes_with_their_addresses_taints_and_labels(h
         assert labels["gorkheavy.lite/models"] == "true"
         assert taints == []
         assert (labels.get("gorkheavy.lite/pool") == "a") == name.endswith("agent-1")
-    wide = _kubectl("get", "nodes", "-o", "wide")
+    wide = kubectl("get", "nodes", "-o", "wide")
     row = next(line for line in wide.splitlines() if line.startswith(name + " "))
     assert row.split()[1] == "Ready"
     assert addresses["InternalIP"] in row.split()
@@ -175,7 +164,7 @@ def test_kubectl_sees_three_ready_nodes_with_their_addresses_taints_and_labels(h
 
 
 def test_kubectl_reads_readyz_and_the_version():
-    assert _kubectl("get", "--raw", "/readyz").strip() == "ok"
-    version = json.loads(_kubectl("version", "-o", "json"))
+    assert kubectl("get", "--raw", "/readyz").strip() == "ok"
+    version = json.loads(kubectl("version", "-o", "json"))
     assert version["serverVersion"]["gitVersion"] == VERSION
     assert version["clientVersion"]["gitVersion"] == "v1.36.4"
