@@ -171,3 +171,130 @@ def test_apply_second_run_check_diff_swap_and_removal(
     }
     config = kubectl(kubeconfig, "get", "cm", "orchestrator-config", "-n", "gorkheavy", "-o", "json").stdout
     assert "llama3.2:1b" not in json.loads(config)["data"]["config.yml"]
+
+
+POD_STATUS = {
+    "phase": "Pending",
+    "conditions": [
+        {"type": "PodScheduled", "status": "True"},
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "ContainersNotReady",
+            "message": "containers with unready status: [ollama]",
+        },
+    ],
+    "initContainerStatuses": [
+        {
+            "name": "pull",
+            "ready": False,
+            "restartCount": 3,
+            "image": "docker.io/ollama/ollama:0.33.3",
+            "imageID": "",
+            "state": {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": "back-off 40s restarting failed container",
+                }
+            },
+            "lastState": {"terminated": {"reason": "Error", "exitCode": 1}},
+        }
+    ],
+    "containerStatuses": [
+        {
+            "name": "ollama",
+            "ready": False,
+            "restartCount": 0,
+            "image": "docker.io/ollama/ollama:0.33.3",
+            "imageID": "",
+            "state": {"waiting": {"reason": "PodInitializing"}},
+        }
+    ],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_rollout_that_does_not_finish_names_the_pod_and_its_reason(
+    cluster: tuple[Process, Path], tmp_path_factory: Any, tmp_path: Path
+) -> None:
+    """The wait and the report through the real tasks: a pod of llama, as the kubelet would report it when its
+    pull step keeps failing (the stand-in runs no pods, so the test writes that pod and its event through the
+    API), makes the play fail after the rollout timeout with the pod's state and event."""
+    _process, kubeconfig = cluster
+    cache = tmp_path_factory.mktemp("artifacts")
+    _play(kubeconfig, cache)
+    deployment = json.loads(
+        kubectl(kubeconfig, "get", "deploy", "llama", "-n", "gorkheavy", "-o", "json").stdout
+    )
+    template = deployment["spec"]["template"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "llama-5d8f7c9b4-x2kq8",
+            "namespace": "gorkheavy",
+            "labels": template["metadata"]["labels"],
+        },
+        "spec": {**template["spec"], "nodeName": "k3s-agent-1"},
+    }
+    (tmp_path / "pod.json").write_text(json.dumps(pod), encoding="utf-8")
+    kubectl(kubeconfig, "create", "-f", str(tmp_path / "pod.json"))
+    kubectl(
+        kubeconfig,
+        "patch",
+        "pod",
+        pod["metadata"]["name"],
+        "-n",
+        "gorkheavy",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": POD_STATUS}),
+    )
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "llama-5d8f7c9b4-x2kq8.backoff", "namespace": "gorkheavy"},
+        "involvedObject": {"kind": "Pod", "name": pod["metadata"]["name"], "namespace": "gorkheavy"},
+        "reason": "BackOff",
+        "message": "Back-off restarting failed container pull in pod llama-5d8f7c9b4-x2kq8",
+        "type": "Warning",
+        "count": 4,
+        "source": {"component": "kubelet", "host": "k3s-agent-1"},
+    }
+    (tmp_path / "event.json").write_text(json.dumps(event), encoding="utf-8")
+    kubectl(kubeconfig, "create", "-f", str(tmp_path / "event.json"))
+
+    extra = {
+        "gorkheavy_k3s_kubeconfig_path": str(kubeconfig),
+        "orchestrator_artifact_hosts": [],
+        "orchestrator_artifact_cache_dir": str(cache),
+        "ollama_models_wait_timeout": 2,
+    }
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "ANSIBLE_NOCOLOR": "1"}
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    result = subprocess.run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            "inventory/example",
+            "playbooks/ensemble.yml",
+            "-e",
+            json.dumps(extra),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=600,
+    )
+    out = result.stdout
+    assert result.returncode == 2, out[-4000:]
+    assert "did not finish within 2 s" in out
+    assert "pod llama-5d8f7c9b4-x2kq8 (node: k3s-agent-1, phase: Pending) is not ready" in out
+    assert "init container pull: waiting: CrashLoopBackOff" in out
+    assert "last run ended: Error, exit code 1; 3 restart(s)" in out
+    assert "event Warning BackOff: Back-off restarting failed container pull" in out
+    assert "gorkheavy-orchestrator" not in out.split("Stop with the reason", 1)[1], "it stops at the models"
