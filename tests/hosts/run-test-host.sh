@@ -4,6 +4,7 @@
 #
 # Usage: tests/hosts/run-test-host.sh NAME [PUBLIC_KEY_FILE]
 #   IMAGE=...  another image (default localhost/gorkheavy-testhost:bookworm)
+#   TESTHOST_IP_FORWARD=0|1  IPv4 forwarding in the host's network namespace (default 0, as on a fresh VM)
 # Remove the host with: podman rm -f NAME
 #
 # The container is deliberately NOT --privileged: a privileged container can set the machine's clock, load
@@ -13,10 +14,15 @@ set -euo pipefail
 name="${1:?usage: $0 NAME [PUBLIC_KEY_FILE]}"
 pubkey="${2:-}"
 image="${IMAGE:-localhost/gorkheavy-testhost:bookworm}"
+# Forwarding is set explicitly: a new network namespace otherwise copies the machine's own value at that moment (0 on
+# a freshly booted machine until podman's first bridge network turns it on, 1 after), and the host cannot change it
+# itself (/proc/sys is read-only inside), so ufw's "routed" status would depend on what ran before.
+ip_forward="${TESTHOST_IP_FORWARD:-0}"
+case "$ip_forward" in 0 | 1) ;; *) echo "run-test-host: TESTHOST_IP_FORWARD must be 0 or 1, got $ip_forward" >&2; exit 2 ;; esac
 podman image exists "$image" || { echo "run-test-host: $image is missing; run scripts/build-test-image.sh" >&2; exit 1; }
 podman --runtime runc run -d --name "$name" --hostname "$name" \
   --systemd=always --cap-add NET_ADMIN,NET_RAW,AUDIT_WRITE \
-  --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 \
+  --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 --sysctl net.ipv4.ip_forward="$ip_forward" \
   --label gorkheavy.testhost=1 "$image" /sbin/init >/dev/null
 for _ in $(seq 1 60); do
   state="$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)"
@@ -27,6 +33,12 @@ case "$state" in
   running | degraded) ;;
   *) echo "run-test-host: $name did not boot (systemctl is-system-running: ${state:-no answer})" >&2; exit 1 ;;
 esac
+# A user's systemd manager (user@UID.service) cannot stop in a container without CAP_SYS_ADMIN: it hangs until
+# systemd gives up after 90 s, and that user's next log-in waits for it. Keep the managers running instead, as if
+# every user lingered.
+podman exec "$name" sh -c 'mkdir -p /etc/systemd/logind.conf.d &&
+  printf "[Login]\nUserStopDelaySec=infinity\n" >/etc/systemd/logind.conf.d/90-testhost.conf &&
+  systemctl restart systemd-logind'
 if [ -n "$pubkey" ]; then
   podman exec -i "$name" sh -c 'install -d -m 0700 /root/.ssh && cat >/root/.ssh/authorized_keys && chmod 0600 /root/.ssh/authorized_keys' <"$pubkey"
 fi
