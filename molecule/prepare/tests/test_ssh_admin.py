@@ -6,10 +6,13 @@ from the controller to the host's bridge address, with the system ssh client.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +21,9 @@ ADMIN = "k3sadmin"
 RUN_DIR = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
 CONTROLLER_KEY = RUN_DIR / "id_ed25519"
 STALE_KEY = RUN_DIR / "stale_ed25519"
+REVOKED_KEY = RUN_DIR / "revoked_ed25519"
 MODERN_KEX = {
-    "mlkem768x25519-sha256",
+    "sntrup761x25519-sha512",
     "sntrup761x25519-sha512@openssh.com",
     "curve25519-sha256",
     "curve25519-sha256@libssh.org",
@@ -110,7 +114,32 @@ def test_stale_key_no_longer_logs_in(host):
     assert result.returncode == 255
     assert "Permission denied" in result.stderr
     keys = host.file(f"/home/{ADMIN}/.ssh/authorized_keys").content_string.split("\n")
-    assert [k for k in keys if k.strip()] == [(CONTROLLER_KEY.with_suffix(".pub")).read_text().strip()]
+    wanted = [CONTROLLER_KEY] + ([REVOKED_KEY] if _is_agent(host) else [])
+    assert [k for k in keys if k.strip()] == [key.with_suffix(".pub").read_text().strip() for key in wanted]
+
+
+def test_stale_key_in_authorized_keys2_is_refused(host):
+    # The fresh VM had the stale key in authorized_keys2 as well, which sshd reads by default and nothing
+    # manages.
+    assert (
+        STALE_KEY.with_suffix(".pub").read_text().strip()
+        in host.file(f"/home/{ADMIN}/.ssh/authorized_keys2").content_string
+    )
+    assert _sshd_settings(host)["authorizedkeysfile"] == [".ssh/authorized_keys"]
+    result = _ssh_with_key(_address(host), ADMIN, STALE_KEY, "sudo -n id -un")
+    assert result.returncode == 255, result.stdout
+    assert "Permission denied (publickey)" in result.stderr
+
+
+def test_a_revoked_key_is_refused_although_it_is_authorized(host):
+    if not _is_agent(host):
+        pytest.skip("only the agent lists a revoked key")
+    revoked = REVOKED_KEY.with_suffix(".pub").read_text().strip()
+    assert revoked in host.file(f"/home/{ADMIN}/.ssh/authorized_keys").content_string
+    assert revoked in host.file("/etc/ssh/revoked_keys").content_string
+    result = _ssh_with_key(_address(host), ADMIN, REVOKED_KEY)
+    assert result.returncode == 255, result.stdout
+    assert "Permission denied (publickey)" in result.stderr
 
 
 def test_root_login_follows_the_setting(host):
@@ -134,7 +163,7 @@ def test_sshd_uses_the_hardened_settings(host):
     assert settings["ignorerhosts"] == ["yes"]
     assert settings["authenticationmethods"] == ["publickey"]
     assert settings["permitrootlogin"] == (["without-password"] if _is_agent(host) else ["no"])
-    assert settings["maxauthtries"] == ["3"]
+    assert settings["maxauthtries"] == ["2"]
     assert settings["logingracetime"] == ["30"]
     assert settings["x11forwarding"] == ["no"]
     assert settings["allowtcpforwarding"] == ["no"]
@@ -148,6 +177,94 @@ def test_sshd_uses_the_hardened_settings(host):
         assert sorted(settings["allowusers"]) == ["k3sadmin", "root"]
     else:
         assert "allowusers" not in settings
+    # Throttling, keep-alive, compression, environment, sftp.
+    assert settings["maxstartups"] == ["10:30:60"]
+    assert settings["persourcemaxstartups"] == ["4"]
+    assert settings["tcpkeepalive"] == ["no"]
+    assert settings["compression"] == ["no"]
+    assert "acceptenv" not in settings
+    assert settings["subsystem"] == ["sftp internal-sftp -f AUTHPRIV -l INFO"]
+    assert settings["revokedkeys"] == ["/etc/ssh/revoked_keys"]
+    # Host keys and signatures: ed25519 and rsa-sha2 only, RSA keys of at least 3072 bits.
+    assert sorted(settings["hostkey"]) == ["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_rsa_key"]
+    assert settings["hostkeyalgorithms"] == ["ssh-ed25519,rsa-sha2-512,rsa-sha2-256"]
+    for key in ("pubkeyacceptedalgorithms", "casignaturealgorithms"):
+        algorithms = settings[key][0].split(",")
+        assert all(a.startswith(("ssh-ed25519", "sk-ssh-ed25519", "rsa-sha2-")) for a in algorithms), (
+            algorithms
+        )
+    assert settings["requiredrsasize"] == ["3072"]
+
+
+def test_only_ed25519_and_a_4096_bit_rsa_host_key_are_left(host):
+    with host.sudo():
+        keys = sorted(host.check_output("ls /etc/ssh").split())
+        rsa = host.check_output("ssh-keygen -l -f /etc/ssh/ssh_host_rsa_key.pub").split()
+    assert [k for k in keys if k.startswith("ssh_host_")] == [
+        "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key", "ssh_host_rsa_key.pub",
+    ]  # fmt: skip
+    assert rsa[0] == "4096"
+    assert rsa[-1] == "(RSA)"
+
+
+def test_only_moduli_of_3072_bits_or_more_are_left(host):
+    sizes = {int(line.split()[4]) for line in host.file("/etc/ssh/moduli").content_string.splitlines()
+             if line[:1].isdigit()}  # fmt: skip
+    assert sizes, "no moduli left: the group exchange would not be offered"
+    assert min(sizes) >= 3071, sorted(sizes)
+
+
+def _audit_policy(host) -> str:
+    """ssh-audit's built-in hardening policy for the host's system."""
+    release = {
+        key: value.strip('"')
+        for key, _, value in (
+            line.partition("=") for line in host.file("/etc/os-release").content_string.splitlines()
+        )
+    }
+    policies = {
+        ("debian", "12"): "Hardened Debian 12 (version 3)",
+        ("ubuntu", "22.04"): "Hardened Ubuntu Server 22.04 LTS (version 6)",
+        ("ubuntu", "24.04"): "Hardened Ubuntu Server 24.04 LTS (version 2)",
+    }
+    return policies[(release["ID"], release["VERSION_ID"])]
+
+
+def test_ssh_audit_passes_the_hardening_policy_for_the_system(host):
+    policy = _audit_policy(host)
+    argv = [sys.executable, "-m", "ssh_audit", "--skip-rate-test", "-j", "-P", policy, _address(host)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    report = json.loads(done.stdout)
+    assert report["policy"] == policy
+    assert report["passed"] is True, json.dumps(report["errors"], indent=1)
+    assert done.returncode == 0, done.stderr
+
+
+def test_sshd_refuses_unauthenticated_connections_past_the_per_source_limit(host):
+    """With ufw off, sshd's own start-up limit holds: from one address at most PerSourceMaxStartups (4)
+    connections may wait unauthenticated; the next ones are dropped at once."""
+    limit, extra = 4, 3
+    connections = []
+    try:
+        for _ in range(limit + extra):
+            conn = socket.create_connection((_address(host), 22), timeout=30)
+            connections.append(conn)
+            # Each connection has its sshd child before the next one comes, so the order is the one of accept.
+            time.sleep(0.2)
+        answers = [conn.recv(64) for conn in connections]
+    finally:
+        for conn in connections:
+            conn.close()
+    assert all(a.startswith(b"SSH-2.0-OpenSSH_") for a in answers[:limit]), answers
+    assert answers[limit:] == [b"Exceeded MaxStartups\r\n"] * extra, answers
+
+
+def test_admin_password_is_locked(host):
+    with host.sudo():
+        status = host.check_output(f"passwd -S {ADMIN}").split()
+    assert status[1] == "L", status
+    # Key log-in and passwordless sudo still work (this test runs as the admin user over SSH).
+    assert host.check_output("sudo -n id -un") == "root"
 
 
 def test_hardening_dropin_is_read_first_and_beats_cloud_init(host):
@@ -157,11 +274,16 @@ def test_hardening_dropin_is_read_first_and_beats_cloud_init(host):
         host.check_output("sudo -n find /etc/ssh/sshd_config.d -name '*.conf' -printf '%f\\n'").split()
     )
     assert dropins[0] == "00-gorkheavy.conf"
-    # The fresh-VM drop-in is still there and still asks for passwords; it loses.
+    # The fresh-VM drop-in is still there, but its conflicting line is commented out, as are sshd_config's:
+    # the
+    # settings hold even if a file sorted before the drop-in.
     assert "50-cloud-init.conf" in dropins
-    assert "PasswordAuthentication yes" in host.check_output(
-        "sudo -n cat /etc/ssh/sshd_config.d/50-cloud-init.conf"
-    )
+    cloud_init = host.check_output("sudo -n cat /etc/ssh/sshd_config.d/50-cloud-init.conf").splitlines()
+    assert cloud_init == ["#gorkheavy-ssh-hardening# PasswordAuthentication yes"]
+    main_lines = main.splitlines()
+    for line in ("X11Forwarding yes", "AcceptEnv LANG LC_*", "Subsystem\tsftp\t/usr/lib/openssh/sftp-server"):
+        assert "#gorkheavy-ssh-hardening# " + line in main_lines
+        assert line not in main_lines
     dropin = host.file("/etc/ssh/sshd_config.d/00-gorkheavy.conf")
     assert dropin.user == "root"
     assert dropin.mode == 0o644

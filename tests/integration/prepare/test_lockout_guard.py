@@ -26,9 +26,10 @@ GUARD_MESSAGE = "Lockout guard: refusing to turn password log-in off"
 SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 
 
-def _keypair(directory: Path, name: str) -> Path:
+def _keypair(directory: Path, name: str, kind: str = "ed25519", bits: str = "") -> Path:
     key = directory / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True)
+    size = ["-b", bits] if bits else []
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, *size, "-N", "", "-C", name, "-f", str(key)], check=True)
     return key
 
 
@@ -41,6 +42,9 @@ def _run_prepare(inventory: Path, *extra: str) -> subprocess.CompletedProcess[st
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_HOST_KEY_CHECKING": "False",
+        # The whole output of every run, for a look after a failure (the assertions show only its end).
+        "ANSIBLE_LOG_PATH": str(inventory.parent / "ansible.log"),
+        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
     }
     return subprocess.run(
         ["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks/prepare.yml"), *extra],
@@ -78,12 +82,14 @@ def fresh_vm(tmp_path_factory):
         host.sh(
             f"useradd --create-home --shell /bin/bash --groups sudo {ADMIN} && chpasswd"
             " && echo 'PasswordAuthentication yes' > /etc/ssh/sshd_config.d/50-cloud-init.conf"
+            # Only 2048-bit moduli, as some images ship: the group exchange must then not be offered.
+            " && awk '/^#/ || $5 < 3071' /etc/ssh/moduli > /tmp/moduli && mv /tmp/moduli /etc/ssh/moduli"
             " && systemctl reload ssh.service",
             stdin=f"{ADMIN}:{password}\n",
         )
 
-        def inventory(public_key: Path) -> Path:
-            path = work / f"inventory-{public_key.name}.yml"
+        def inventory(*public_keys: Path) -> Path:
+            path = work / f"inventory-{'-'.join(key.stem for key in public_keys)}.yml"
             host_vars = {
                 "ansible_host": host.address,
                 "ansible_user": ADMIN,
@@ -93,7 +99,7 @@ def fresh_vm(tmp_path_factory):
             }
             group_vars = {
                 "gorkheavy_admin_user": ADMIN,
-                "gorkheavy_ssh_public_keys": [public_key.read_text().strip()],
+                "gorkheavy_ssh_public_keys": [key.read_text().strip() for key in public_keys],
                 "gorkheavy_ssh_private_key_file": str(controller_key),
             }
             tree = {
@@ -108,6 +114,11 @@ def fresh_vm(tmp_path_factory):
             "controller_key": controller_key,
             "wrong_inventory": inventory(wrong_key.with_suffix(".pub")),
             "right_inventory": inventory(controller_key.with_suffix(".pub")),
+            "weak_inventory": inventory(
+                controller_key.with_suffix(".pub"),
+                _keypair(work, "old-ecdsa", "ecdsa").with_suffix(".pub"),
+                _keypair(work, "small-rsa", "rsa", "2048").with_suffix(".pub"),
+            ),
         }
     finally:
         host.remove()
@@ -150,6 +161,20 @@ def test_guard_stops_the_run_with_the_wrong_key_before_sshd_changes(fresh_vm):
     assert login.returncode == 0, login.stderr
 
 
+def test_keys_the_hardened_sshd_would_refuse_are_named_before_anything_changes(fresh_vm):
+    host = fresh_vm["host"]
+    before = host.sh(f"cat /home/{ADMIN}/.ssh/authorized_keys; passwd -S {ADMIN}").stdout
+    result = _run_prepare(fresh_vm["weak_inventory"], "--tags", "admin_user")
+    assert result.returncode == 2, result.stdout[-3000:]
+    flat = " ".join(result.stdout.split())
+    assert "Fix admin_user_ssh_public_keys" in flat
+    assert "old-ecdsa (ECDSA" in flat, flat[-2000:]
+    assert "small-rsa (RSA 2048 bits" in flat, flat[-2000:]
+    assert "under 3072 bits" in flat
+    assert "controller (" not in flat
+    assert host.sh(f"cat /home/{ADMIN}/.ssh/authorized_keys; passwd -S {ADMIN}").stdout == before
+
+
 def test_with_the_matching_key_check_mode_passes_the_guard_and_changes_nothing(fresh_vm):
     host = fresh_vm["host"]
     before = _sshd_state(host) + host.sh(f"cat /home/{ADMIN}/.ssh/authorized_keys; ls /etc/sudoers.d").stdout
@@ -183,6 +208,54 @@ def test_with_the_matching_key_the_same_play_hardens_sshd(fresh_vm):
     )  # fmt: skip
     assert key_login.returncode == 0, key_login.stderr
     assert key_login.stdout.strip() == "0"
+    # No modulus of 3072 bits or more was left, so sshd does not offer the group exchange at all (its built-in
+    # fallback group would answer with 2048 bits).
+    assert host.sh("grep -c '^[0-9]' /etc/ssh/moduli", check=False).stdout.strip() == "0"
+    kex = [line for line in host.sh("sshd -T").stdout.splitlines() if line.startswith("kexalgorithms ")]
+    assert kex, kex
+    assert "diffie-hellman-group-exchange-sha256" not in kex[0], kex
+    assert "curve25519-sha256" in kex[0]
+
+
+def _dropin_and_backups(host: SystemdHost) -> str:
+    return host.sh(
+        "sha256sum /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*; ls -a /etc/ssh/sshd_config.d"
+    ).stdout
+
+
+def test_a_change_that_breaks_key_login_after_the_reload_is_undone(fresh_vm):
+    """aes128-cbc passes sshd -t, but the controller's ssh client offers no CBC cipher: after the reload no
+    new connection can log in. The guard must notice, put the previous drop-in back and fail the play."""
+    host = fresh_vm["host"]
+    before = _dropin_and_backups(host)
+    result = _run_prepare(
+        fresh_vm["right_inventory"],
+        "--tags",
+        "admin_user,ssh_hardening",
+        "-e",
+        '{"ssh_hardening_ciphers": ["aes128-cbc"]}',
+    )
+    flat = " ".join(result.stdout.split())
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert "Lockout guard: after sshd on" in flat, flat[-3000:]
+    assert "could no longer log in" in flat
+    assert (
+        "The previous sshd configuration was put back and sshd reloaded; the admin user can log in again"
+        in flat
+    )
+    # Exactly the previous files, no backup left behind, and sshd runs with them.
+    assert _dropin_and_backups(host) == before
+    assert "aes128-cbc" not in host.sh("sshd -T | grep ^ciphers").stdout
+    key_login = subprocess.run(
+        ["ssh", *SSH_OPTIONS.split(), "-o", "BatchMode=yes", "-o", "ControlPath=none",
+         "-i", str(fresh_vm["controller_key"]), f"{ADMIN}@{host.address}", "sudo -n id -un"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )  # fmt: skip
+    assert key_login.returncode == 0, key_login.stderr
+    assert key_login.stdout.strip() == "root"
 
 
 @pytest.fixture(scope="module")
