@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 from dataclasses import dataclass, field
@@ -63,3 +64,59 @@ class SystemdHost:
             check=False,
             timeout=120,
         )
+
+
+# Opens `concurrent` TCP connections to the SSH port at a time, for `seconds`, and counts those that got as
+# far as sshd's banner: the way ssh-audit's DHEat connection-rate test measures. (ssh-audit 3.9's own test
+# stops with an exception at the first connection a firewall rejects, so it cannot measure a host behind
+# ufw's limit rule.)
+_RATE_PROBE = """
+import errno, json, select, socket, sys, time
+host, seconds, concurrent = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+opened = refused = 0
+pending = {}
+start = time.monotonic()
+while time.monotonic() - start < seconds:
+    while len(pending) < concurrent:
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((host, 22))
+        pending[s] = time.monotonic()
+    readable, _, _ = select.select(list(pending), [], [], 0.1)
+    for s in readable:
+        try:
+            data = s.recv(8)
+        except OSError:
+            data = None
+        if data and data.startswith(b"SSH-"):
+            opened += 1
+        else:
+            refused += 1
+        del pending[s]
+        s.close()
+    for s, since in list(pending.items()):
+        if time.monotonic() - since > 5:
+            del pending[s]
+            s.close()
+print(json.dumps({"opened": opened, "refused": refused, "seconds": time.monotonic() - start}))
+"""
+
+
+def connection_rate_from_another_host(
+    address: str, seconds: float = 4.0, concurrent: int = 3
+) -> dict[str, float]:
+    """Measure from a throwaway container (another source address than this machine's) how many
+    connections per second reach sshd's banner on ``address``."""
+    name = f"gorkheavy-rateprobe-{secrets.token_hex(3)}"
+    argv = ["podman", "--runtime", "runc", "run", "--rm", "--name", name]
+    argv += ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096", IMAGE]
+    argv += ["python3", "-c", _RATE_PROBE, address, str(seconds), str(concurrent)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120)
+    finally:
+        subprocess.run(
+            ["podman", "rm", "--force", "--ignore", name], capture_output=True, check=False, timeout=60
+        )
+    result: dict[str, float] = json.loads(done.stdout)
+    result["rate"] = result["opened"] / result["seconds"]
+    return result

@@ -125,6 +125,18 @@ def _capabilities(name: str) -> int:
 
 @pytest.fixture(scope="module")
 def testhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeHost]:
+    """A host as the prepare stage leaves a node: IPv4 forwarding on (k3s_prereqs sets it on a VM; inside a
+    test host /proc/sys is read-only, so the host is started with it)."""
+    yield from _node_host(tmp_path_factory, ip_forward="1")
+
+
+@pytest.fixture(scope="module")
+def fresh_testhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeHost]:
+    """A host as a fresh VM is before k3s_prereqs ran: IPv4 forwarding off."""
+    yield from _node_host(tmp_path_factory, ip_forward="0")
+
+
+def _node_host(tmp_path_factory: pytest.TempPathFactory, *, ip_forward: str) -> Iterator[NodeHost]:
     if shutil.which("podman") is None or os.geteuid() != 0:
         pytest.skip("needs podman as root (see tests/hosts/README.md)")
     subprocess.run([str(ROOT / "scripts/build-test-image.sh"), IMAGE], check=True, capture_output=True)
@@ -139,7 +151,7 @@ def testhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeHost]:
             capture_output=True,
             text=True,
             check=True,
-            env={**os.environ, "IMAGE": IMAGE},
+            env={**os.environ, "IMAGE": IMAGE, "TESTHOST_IP_FORWARD": ip_forward},
         )
         caps = _capabilities(name)
         for bit, what in ((CAP_SYS_TIME, "the clock"), (CAP_SYS_MODULE, "modules"), (CAP_SYS_ADMIN, "swap")):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from ssh_audit.dheat import DHEat
 
+from tests.hosts.systemd_host import connection_rate_from_another_host
 from tests.integration.node_system.conftest import NodeHost
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
@@ -52,20 +54,34 @@ def ufw_rules(testhost: NodeHost) -> list[str]:
     ]
 
 
+def controller_address(testhost: NodeHost) -> str:
+    """The address this machine's SSH connections come from, as the host sees it."""
+    return testhost.out("echo $SSH_CLIENT").split()[0]
+
+
 def test_ufw_on_with_k3s_ports_and_chrony(testhost: NodeHost) -> None:
     testhost.out("printf '%s\\n' " + " ".join(f"'{line}'" for line in FSTAB_SWAP) + " >> /etc/fstab")
+    # The controller is exempt from the SSH rate limit: this test opens many connections in a row.
+    controller = controller_address(testhost)
+    enabled = {**ENABLED, "firewall_ssh_unlimited_sources": [controller]}
 
-    converge_twice(testhost, ENABLED)
-    check = testhost.converge(ENABLED, check=True)
+    converge_twice(testhost, enabled)
+    check = testhost.converge(enabled, check=True)
     assert check.rc == 0, check.output[-4000:]
     assert check.changed == 0, check.output[-4000:]
 
-    # ufw: active, SSH allowed first, the K3s and WireGuard ports from the node network only.
+    # ufw: active, SSH first (the controller unlimited, everyone else rate-limited), the K3s and WireGuard
+    # ports from the node network only. The host forwards packets, as a node does after k3s_prereqs, so ufw
+    # shows the routed policy.
+    assert testhost.out("cat /proc/sys/net/ipv4/ip_forward").strip() == "1"
     verbose = testhost.out("ufw status verbose")
     assert "Status: active" in verbose
     assert "Default: deny (incoming), allow (outgoing), allow (routed)" in verbose
     rules = ufw_rules(testhost)
-    assert re.match(r"22/tcp\s+ALLOW IN\s+Anywhere\s+# gorkheavy ssh$", rules[0]), rules
+    assert re.match(
+        rf"22/tcp\s+ALLOW IN\s+{re.escape(controller)}\s+# gorkheavy ssh without rate limit$", rules[0]
+    )
+    assert re.match(r"22/tcp\s+LIMIT IN\s+Anywhere\s+# gorkheavy ssh$", rules[1]), rules
     for port in ("6443/tcp", "10250/tcp", "8472/udp", "51820:51821/udp", "9100/tcp"):
         assert any(
             re.match(rf"{re.escape(port)}\s+ALLOW IN\s+{re.escape(NODE_NETWORK)}\b", r) for r in rules
@@ -105,6 +121,50 @@ def test_ufw_on_with_k3s_ports_and_chrony(testhost: NodeHost) -> None:
     # K3s prerequisites: the dual-stack forwarding sysctl is kept for boot.
     sysctl_conf = testhost.out("cat /etc/sysctl.d/90-k3s.conf").splitlines()
     assert "net.ipv6.conf.all.forwarding = 1" in sysctl_conf
+
+
+def test_ssh_connection_rate_from_another_address_stays_under_what_ssh_audit_calls_safe(
+    testhost: NodeHost,
+) -> None:
+    # ufw is still on from the test above. ufw's limit rule refuses a source that opened 6 connections within
+    # 30 seconds; the probe runs in a container of its own, so its address is not the exempt controller's.
+    measured = connection_rate_from_another_host(testhost.address)
+    assert measured["opened"] >= 1, (
+        measured
+    )  # sshd answered at first: the limit, not a dead port, slows it down
+    assert measured["refused"] > 0, measured
+    assert measured["rate"] < DHEat.MAX_SAFE_RATE, measured
+    # The controller itself is not limited.
+    assert testhost.out("echo still-in").strip() == "still-in"
+
+
+def test_ufw_on_a_host_that_does_not_forward_yet(fresh_testhost: NodeHost) -> None:
+    """A fresh VM before k3s_prereqs turned forwarding on: ufw says "disabled (routed)". The firewall role
+    checks the routed policy it stored instead and says forwarded traffic waits for forwarding, so its result
+    does not depend on the order of the roles or on what the machine's kernel left in new network
+    namespaces."""
+    assert fresh_testhost.out("cat /proc/sys/net/ipv4/ip_forward").strip() == "0"
+    variables = {
+        "node_system_roles": ["firewall"],
+        "firewall_ufw_enabled": True,
+        "firewall_ssh_unlimited_sources": [controller_address(fresh_testhost)],
+    }
+    first = fresh_testhost.converge(variables)
+    assert first.rc == 0, first.output[-4000:]
+    flat = " ".join(first.output.split())
+    assert 'The routed policy "allow" is stored, but IP forwarding is off' in flat, first.output[-3000:]
+    second = fresh_testhost.converge(variables)
+    assert second.rc == 0, second.output[-4000:]
+    assert second.changed == 0, second.output[-4000:]
+    check = fresh_testhost.converge(variables, check=True)
+    assert check.rc == 0, check.output[-4000:]
+    assert check.changed == 0, check.output[-4000:]
+    assert "Default: deny (incoming), allow (outgoing), disabled (routed)" in fresh_testhost.out(
+        "ufw status verbose"
+    )
+    assert 'DEFAULT_FORWARD_POLICY="ACCEPT"' in fresh_testhost.out("cat /etc/default/ufw").splitlines()
+    # The forward chain does accept once the kernel forwards: its policy is what ufw stored.
+    assert "Chain FORWARD (policy ACCEPT" in fresh_testhost.out("iptables -L FORWARD -n | head -1")
 
 
 def test_back_to_the_defaults_turns_ufw_off_and_timesyncd_on(testhost: NodeHost) -> None:
