@@ -65,6 +65,13 @@ def _password_login(address: str, password: str) -> subprocess.CompletedProcess[
     return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120, env=env)
 
 
+def _key_login(host: SystemdHost, key: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """A fresh key log-in as the admin user, the way an operator would try it."""
+    argv = ["ssh", *SSH_OPTIONS.split(), "-o", "BatchMode=yes", "-o", "ControlPath=none", "-i", str(key)]
+    argv += [f"{ADMIN}@{host.address}", command]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+
+
 def _sshd_state(host: SystemdHost) -> str:
     """sshd_config's checksum and the drop-ins present: what the guard must leave untouched."""
     return host.sh("sha256sum /etc/ssh/sshd_config; ls /etc/ssh/sshd_config.d").stdout
@@ -198,14 +205,7 @@ def test_with_the_matching_key_the_same_play_hardens_sshd(fresh_vm):
     refused = _password_login(host.address, fresh_vm["password"])
     assert refused.returncode != 0
     assert "Permission denied (publickey)" in refused.stderr
-    key_login = subprocess.run(
-        ["ssh", *SSH_OPTIONS.split(), "-o", "BatchMode=yes", "-i", str(fresh_vm["controller_key"]),
-         f"{ADMIN}@{host.address}", "sudo -n id -u"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )  # fmt: skip
+    key_login = _key_login(host, fresh_vm["controller_key"], "sudo -n id -u")
     assert key_login.returncode == 0, key_login.stderr
     assert key_login.stdout.strip() == "0"
     # No modulus of 3072 bits or more was left, so sshd does not offer the group exchange at all (its built-in
@@ -246,14 +246,7 @@ def test_a_change_that_breaks_key_login_after_the_reload_is_undone(fresh_vm):
     # Exactly the previous files, no backup left behind, and sshd runs with them.
     assert _dropin_and_backups(host) == before
     assert "aes128-cbc" not in host.sh("sshd -T | grep ^ciphers").stdout
-    key_login = subprocess.run(
-        ["ssh", *SSH_OPTIONS.split(), "-o", "BatchMode=yes", "-o", "ControlPath=none",
-         "-i", str(fresh_vm["controller_key"]), f"{ADMIN}@{host.address}", "sudo -n id -un"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )  # fmt: skip
+    key_login = _key_login(host, fresh_vm["controller_key"], "sudo -n id -un")
     assert key_login.returncode == 0, key_login.stderr
     assert key_login.stdout.strip() == "root"
 
