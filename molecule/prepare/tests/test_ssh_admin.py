@@ -268,6 +268,9 @@ def test_admin_password_is_locked(host):
 
 
 def test_hardening_dropin_is_read_first_and_beats_cloud_init(host):
+    # Editing sshd_config keeps its owner and mode.
+    assert host.file("/etc/ssh/sshd_config").mode == 0o644
+    assert host.file("/etc/ssh/sshd_config").user == "root"
     main = host.file("/etc/ssh/sshd_config").content_string
     assert "Include /etc/ssh/sshd_config.d/*.conf" in main
     dropins = sorted(
