@@ -5,8 +5,8 @@ example inventory pointed at that kubeconfig. Nothing is shipped to a node here
 (``orchestrator_artifact_hosts`` is empty) and the rollout wait is off: the stand-in runs no pods (its
 README), so no Deployment ever becomes available there. What is checked is what the API sees: the objects
 created, a second run changed=0 through the same path, ``--check --diff`` reporting a real difference
-without writing it, a roster removal deleting exactly that model's objects, and the real kubectl listing
-them.
+without writing it, a roster removal deleting exactly that model's objects, the real kubectl listing them
+and ``kubectl rollout status`` reading the Deployments' status; and the wait's failure report.
 """
 
 from __future__ import annotations
@@ -128,6 +128,14 @@ def test_apply_second_run_check_diff_swap_and_removal(
     table = kubectl(kubeconfig, "get", "deploy,svc,pvc,networkpolicy", "-n", "gorkheavy").stdout
     for name in (*MODELS, "orchestrator", "default-deny"):
         assert name in table
+    # No pod runs here, so the rollout waits; kubectl reads the deployment controller's status as it would.
+    rollout = kubectl(
+        kubeconfig, "rollout", "status", "deploy/llama", "-n", "gorkheavy", "--timeout=3s", check=False
+    )
+    assert rollout.returncode == 1
+    assert 'Waiting for deployment "llama" rollout to finish: 0 out of 1 new replicas have been updated' in (
+        rollout.stdout
+    )
     # The server defaulted fields the templates leave out, and the apply path did not fight them.
     service = json.loads(kubectl(kubeconfig, "get", "svc", "llama", "-n", "gorkheavy", "-o", "json").stdout)
     assert service["spec"]["clusterIP"].startswith("10.43.")
@@ -265,6 +273,14 @@ def test_a_rollout_that_does_not_finish_names_the_pod_and_its_reason(
     }
     (tmp_path / "event.json").write_text(json.dumps(event), encoding="utf-8")
     kubectl(kubeconfig, "create", "-f", str(tmp_path / "event.json"))
+
+    rollout = kubectl(
+        kubeconfig, "rollout", "status", "deploy/llama", "-n", "gorkheavy", "--timeout=5s", check=False
+    )
+    assert (
+        'Waiting for deployment "llama" rollout to finish: 0 of 1 updated replicas are available'
+        in rollout.stdout
+    )
 
     extra = {
         "gorkheavy_k3s_kubeconfig_path": str(kubeconfig),
