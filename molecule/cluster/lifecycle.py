@@ -1,9 +1,10 @@
 """Life-cycle checks of the cluster stage on the converged molecule hosts, run in order by side_effect.yml.
 
-Each test runs playbooks/cluster.yml as an operator would (ansible-playbook with the scenario's inventory)
-and then looks at the hosts over SSH: service PIDs, files, the journal, the API through the real kubectl. The
-tests depend on their order (one sequence, from the converged v1.36.3+k3s1 cluster to v1.36.4+k3s1); pytest
-runs them top to bottom and -x stops at the first failure.
+Each test runs playbooks/cluster.yml (or playbooks/reset.yml) as an operator would, with the scenario's
+inventory, and then looks at the hosts over SSH: service PIDs, files, the journal, the API through the real
+kubectl. The tests depend on their order (one sequence, from the converged v1.36.3+k3s1 cluster to
+v1.36.4+k3s1); pytest runs them top to bottom and -x stops at the first failure. The last ones remove K3s with
+reset.yml and install it again without a token (K3s generates one); molecule's verify step checks that.
 """
 
 from __future__ import annotations
@@ -208,6 +209,11 @@ def test_a_rerun_at_vvv_changes_nothing_restarts_nothing_and_never_shows_the_tok
     assert re.fullmatch(r"K10[0-9a-f]{64}::server:.+", stored)
     assert stored.endswith("::server:" + token)
     assert stored not in run.output
+    # The operator's token reached the server only in its root-only file, byte for byte.
+    assert sh(hosts[SERVER], "stat -c '%U %G %a' /etc/rancher/k3s/cluster-token").strip() == "root root 600"
+    assert sh(hosts[SERVER], "cat /etc/rancher/k3s/cluster-token") == token + "\n"
+    for name in (AGENT_1, AGENT_2):
+        assert sh(hosts[name], "cat /etc/rancher/k3s/join-token").strip() == stored
 
 
 def test_a_wrong_checksum_stops_the_run_before_any_node_changes(hosts: dict[str, Any]) -> None:
@@ -321,3 +327,85 @@ def test_a_downgrade_is_refused_before_anything_changes(hosts: dict[str, Any]) -
     assert "K3s does not support downgrades" in run.flat
     assert "PLAY [Install the K3s server]" not in run.output
     assert state(hosts) == before
+
+
+# Removal, then a fresh install with a token K3s generates.
+RESET = PROJECT / "playbooks" / "reset.yml"
+INSTALLED = [
+    "/usr/local/bin/k3s",
+    "/etc/rancher/k3s/config.yaml",
+    "/var/lib/rancher/k3s",
+    "/var/lib/gorkheavy-lite/k3s",
+    "/etc/rancher/node",
+]
+# Files of the prepare stage and of the operator that the removal must leave alone.
+KEPT = ["/etc/sysctl.d/90-k3s.conf", "/etc/modules-load.d/k3s.conf", "/etc/rancher/k3s/registries.yaml"]
+
+
+def reset(*args: str) -> Run:
+    """Run playbooks/reset.yml on the nodes only (its VM play has no hosts under this --limit)."""
+    argv = [
+        str(BIN / "ansible-playbook"),
+        "-i",
+        str(RUN_DIR / "inventory"),
+        "--limit",
+        "k3s_cluster",
+        *args,
+    ]
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(PROJECT / "collections"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(RUN_DIR / "ssh-control"),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    done = subprocess.run(
+        [*argv, str(RESET)], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    return Run(done)
+
+
+def present(host: Any, paths: list[str]) -> list[str]:
+    return [p for p in paths if host.run("sudo -n test -e %s", p).rc == 0]
+
+
+def test_reset_without_confirmation_removes_nothing(hosts: dict[str, Any]) -> None:
+    run = reset()
+    assert run.rc != 0, run.tail()
+    assert "Run it again with -e gorkheavy_reset_confirm=yes" in run.flat
+    for name, host in hosts.items():
+        assert present(host, INSTALLED) == INSTALLED, name
+
+
+def test_reset_removes_k3s_and_only_what_the_collection_installed(hosts: dict[str, Any]) -> None:
+    for host in hosts.values():
+        sh(host, "mkdir -p /etc/rancher/k3s && touch /etc/rancher/k3s/registries.yaml")
+    run = reset("-e", "gorkheavy_reset_confirm=yes")
+    assert run.rc == 0, run.tail()
+    for name, host in hosts.items():
+        assert present(host, INSTALLED) == [], name
+        for unit in ("k3s.service", "k3s-agent.service"):
+            assert host.run("sudo -n test -e /etc/systemd/system/%s", unit).rc != 0
+            assert host.run("systemctl is-active %s", unit).stdout.strip() != "active"
+        assert present(host, KEPT) == KEPT, name
+        assert "/usr/local/bin/k3s" not in host.run("ps -eo args").stdout
+    assert not (RUN_DIR / "kubeconfig.yaml").exists()
+    # A second removal finds nothing to do.
+    again = reset("-e", "gorkheavy_reset_confirm=yes")
+    assert again.rc == 0, again.tail()
+    assert set(again.changed().values()) == {0}, again.changed()
+
+
+def test_without_a_token_k3s_generates_one_and_the_agents_join_with_it(hosts: dict[str, Any]) -> None:
+    run = playbook(extra={"gorkheavy_k3s_version": NEW, "gorkheavy_k3s_token": ""})
+    assert run.rc == 0, run.tail()
+    generated = sh(hosts[SERVER], "cat /var/lib/rancher/k3s/server/token").strip()
+    assert generated.startswith("K10")
+    assert hosts[SERVER].run("sudo -n test -e /etc/rancher/k3s/cluster-token").rc != 0
+    assert "token-file" not in yaml.safe_load(sh(hosts[SERVER], "cat /etc/rancher/k3s/config.yaml"))
+    for name in (AGENT_1, AGENT_2):
+        assert sh(hosts[name], "cat /etc/rancher/k3s/join-token").strip() == generated
+    for name in HOSTS:
+        conditions = {c["type"]: c["status"] for c in node(name)["status"]["conditions"]}
+        assert conditions["Ready"] == "True", name
+    assert generated not in run.output

@@ -1,7 +1,8 @@
 """What an operator checks after the cluster stage: units, files, modes, the nodes through the real kubectl.
 
-Runs after lifecycle.py (side_effect), so the cluster is at v1.36.4+k3s1 and agent-1 carries the extra label
-gorkheavy.lite/pool=a. testinfra connects as the admin user over SSH and reads root-only files through sudo.
+Runs after lifecycle.py (side_effect), whose last step installed v1.36.4+k3s1 without an operator token (K3s
+generated it) and with the extra label gorkheavy.lite/pool=a on agent-1. testinfra connects as the admin user
+over SSH and reads root-only files through sudo.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def test_config_yaml_is_root_only_and_holds_the_settings_but_not_the_token(host)
         assert config["flannel-backend"] == "vxlan"
         assert (config["cluster-cidr"], config["service-cidr"]) == ("10.42.0.0/16", "10.43.0.0/16")
         assert config["node-taint"] == ["node-role.kubernetes.io/control-plane:NoSchedule"]
-        assert config["token-file"] == "/etc/rancher/k3s/cluster-token"
+        # No operator token in this install: no token file either (K3s generated the token).
+        assert "token-file" not in config
     else:
         assert config["server"].startswith("https://")
         assert config["server"].endswith(":6443")
@@ -96,8 +98,9 @@ def test_config_yaml_is_root_only_and_holds_the_settings_but_not_the_token(host)
 
 
 def test_the_token_is_only_in_root_only_files_never_on_a_command_line_or_in_an_environment(host):
-    token_file = "/etc/rancher/k3s/cluster-token" if _is_server(host) else "/etc/rancher/k3s/join-token"
-    assert _root(host, f"stat -c '%U %G %a' {token_file}") == "root root 600"
+    # On the server: the token K3s generated and wrote; on an agent: the file the role wrote.
+    token_file = "/var/lib/rancher/k3s/server/token" if _is_server(host) else "/etc/rancher/k3s/join-token"
+    assert _root(host, f"stat -L -c '%U %G %a' {token_file}") == "root root 600"
     token = _root(host, f"cat {token_file}").strip()
     assert len(token) > 10
     if not _is_server(host):
