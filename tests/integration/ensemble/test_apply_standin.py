@@ -12,7 +12,6 @@ and ``kubectl rollout status`` reading the Deployments' status; and the wait's f
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from gorkheavy_lab.k3s.testing import Process, build_artifact, free_port, kubectl, running
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.unit.ensemble.rendering import example_roster, run_ansible
+
 BIN = Path(sys.executable).parent
 MODELS = ["promptimizer", "llama", "qwen", "qwen-small", "judge"]
 
@@ -50,46 +49,30 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process,
         yield process, kubeconfig
 
 
-def _play(kubeconfig: Path, cache: Path, *extra: str, roster: list[Any] | None = None) -> str:
-    extra_vars: dict[str, Any] = {
+def _run(
+    kubeconfig: Path, cache: Path, extra_vars: dict[str, Any], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    wanted = {
         "gorkheavy_k3s_kubeconfig_path": str(kubeconfig),
         "orchestrator_artifact_hosts": [],
         "orchestrator_artifact_cache_dir": str(cache),
-        "k8s_manifests_wait": False,
+        **extra_vars,
     }
+    args = [str(BIN / "ansible-playbook"), "-i", "inventory/example", "playbooks/ensemble.yml"]
+    return run_ansible([*args, "-e", json.dumps(wanted), *extra])
+
+
+def _play(kubeconfig: Path, cache: Path, *extra: str, roster: list[Any] | None = None) -> str:
+    extra_vars: dict[str, Any] = {"k8s_manifests_wait": False}
     if roster is not None:
         extra_vars["gorkheavy_models"] = roster
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "ANSIBLE_NOCOLOR": "1"}
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    result = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            "inventory/example",
-            "playbooks/ensemble.yml",
-            "-e",
-            json.dumps(extra_vars),
-            *extra,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        timeout=600,
-    )
+    result = _run(kubeconfig, cache, extra_vars, *extra)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     return result.stdout
 
 
 def _recap(out: str) -> str:
     return out[out.rfind("PLAY RECAP") :]
-
-
-def _roster() -> list[dict[str, Any]]:
-    data = yaml.safe_load((ROOT / "inventory/example/group_vars/all/main.yml").read_text(encoding="utf-8"))
-    roster: list[dict[str, Any]] = data["gorkheavy_models"]
-    return roster
 
 
 def _names(kubeconfig: Path, resource: str) -> set[str]:
@@ -148,7 +131,7 @@ def test_apply_second_run_check_diff_swap_and_removal(
 
     before = json.loads(kubectl(kubeconfig, "get", "deploy", "qwen", "-n", "gorkheavy", "-o", "json").stdout)
 
-    swapped = _roster()
+    swapped = example_roster()
     for entry in swapped:
         if entry["name"] == "qwen":
             entry["model"] = "qwen2.5-coder:3b"
@@ -282,30 +265,7 @@ def test_a_rollout_that_does_not_finish_names_the_pod_and_its_reason(
         in rollout.stdout
     )
 
-    extra = {
-        "gorkheavy_k3s_kubeconfig_path": str(kubeconfig),
-        "orchestrator_artifact_hosts": [],
-        "orchestrator_artifact_cache_dir": str(cache),
-        "ollama_models_wait_timeout": 2,
-    }
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "ANSIBLE_NOCOLOR": "1"}
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    result = subprocess.run(
-        [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            "inventory/example",
-            "playbooks/ensemble.yml",
-            "-e",
-            json.dumps(extra),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        timeout=600,
-    )
+    result = _run(kubeconfig, cache, {"ollama_models_wait_timeout": 2})
     out = result.stdout
     assert result.returncode == 2, out[-4000:]
     assert "did not finish within 2 s" in out

@@ -42,6 +42,15 @@ class Rendered:
         return [o for (k, _n), o in self.objects.items() if k == kind]
 
 
+def run_ansible(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """An ansible command of this virtual environment, from the repository root with its ansible.cfg."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "ANSIBLE_NOCOLOR": "1"}
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    return subprocess.run(
+        args, cwd=ROOT, capture_output=True, text=True, check=False, env=env, timeout=timeout
+    )
+
+
 def run_render(out: Path, cache: Path, extra_vars: dict[str, Any] | None = None) -> Rendered:
     args = [
         str(BIN / "ansible-playbook"),
@@ -55,9 +64,7 @@ def run_render(out: Path, cache: Path, extra_vars: dict[str, Any] | None = None)
     ]
     if extra_vars:
         args += ["-e", json.dumps(extra_vars)]
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "ANSIBLE_NOCOLOR": "1"}
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=False, env=env, timeout=600)
+    result = run_ansible(args)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     recap = result.stdout[result.stdout.rfind("PLAY RECAP") :]
     objects: dict[tuple[str, str], Obj] = {}

@@ -7,13 +7,12 @@ ones kept (the current one and the newest older one by default); a second run ch
 from __future__ import annotations
 
 import os
-import subprocess
 import tarfile
 from pathlib import Path
 
 import yaml
 
-from tests.unit.ensemble.rendering import BIN, ROOT, Rendered
+from tests.unit.ensemble.rendering import BIN, Rendered, run_ansible
 
 
 def _ship(node_dir: Path, archive: Path, tmp_path: Path) -> str:
@@ -44,17 +43,7 @@ def _ship(node_dir: Path, archive: Path, tmp_path: Path) -> str:
     ]
     path = tmp_path / "ship.yml"
     path.write_text(yaml.safe_dump(play), encoding="utf-8")
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "ANSIBLE_NOCOLOR": "1"}
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    result = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", "inventory/example", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        timeout=300,
-    )
+    result = run_ansible([str(BIN / "ansible-playbook"), "-i", "inventory/example", str(path)], timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     return result.stdout[result.stdout.rfind("PLAY RECAP") :]
 
