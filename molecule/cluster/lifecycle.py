@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,13 @@ def port_6443_taken(hosts: dict[str, Any]) -> Iterator[None]:
     finally:
         server.run("sudo -n systemctl stop gorkheavy-cluster-port-taker.service")
         sh(server, "systemctl start --no-block k3s.service")
+        # The next test needs the server up: Type=notify, so "active" means K3s told systemd it is ready.
+        for _ in range(90):
+            if server.run("systemctl is-active k3s.service").stdout.strip() == "active":
+                break
+            time.sleep(2)
+        else:
+            pytest.fail("k3s.service did not become active again after port 6443 was freed")
 
 
 def test_a_rerun_at_vvv_changes_nothing_restarts_nothing_and_never_shows_the_token(
