@@ -4,7 +4,8 @@
 # The image is a Debian 12 host as a cloud VM would be handed over: systemd as PID 1, sshd, python3, sudo,
 # plus everything the prepare roles install (ufw, systemd-timesyncd, kmod, procps, iptables, python3-apt), so
 # that converging a test host never needs a package archive, plus the Debian Python packages the K3s stand-in's
-# zipapp runs on (python3-aiohttp, -yaml, -cryptography, -jsonschema; see app/gorkheavy_lab/k3s/README.md).
+# zipapp runs on (python3-aiohttp, -yaml, -cryptography, -jsonschema; see app/gorkheavy_lab/k3s/README.md), and
+# python3-venv: in the lab, a pod of the stock Python image runs on the node's Python 3.11, whose venv needs it.
 # chrony conflicts with systemd-timesyncd, so it is not installed: its packages are downloaded into the image's
 # apt cache and install offline when a test asks for it.
 #
@@ -25,7 +26,7 @@ PACKAGES=(
   ca-certificates tzdata less
 )
 # Installed with apt after debootstrap: debootstrap's own dependency ordering fails to configure them.
-STANDIN_PACKAGES=(python3-aiohttp python3-yaml python3-cryptography python3-jsonschema)
+STANDIN_PACKAGES=(python3-aiohttp python3-yaml python3-cryptography python3-jsonschema python3-venv)
 CACHED_PACKAGES=(chrony)
 
 die() { echo "build-test-image: $*" >&2; exit 1; }
