@@ -1,0 +1,170 @@
+"""One exec session's process: under a pty (``tty``: the command is a session leader with the pty as its
+controlling terminal, as runc sets up an exec with a terminal, so the line discipline edits lines and turns
+Ctrl-C into SIGINT for the foreground process group) or on pipes; non-blocking reads and writes on the event
+loop, window size by ``TIOCSWINSZ``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import pty
+import signal
+import struct
+import termios
+from dataclasses import dataclass, field
+
+CHUNK = 32 * 1024
+
+
+def _controlling_terminal() -> None:  # runs in the child between fork and exec
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+async def _wait_fd(fd: int, *, write: bool) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    (loop.add_writer if write else loop.add_reader)(fd, wake)
+    try:
+        await ready
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
+
+
+async def read_fd(fd: int) -> bytes:
+    """The next bytes from a non-blocking fd; ``b""`` at its end (EOF, or EIO from a pty whose other side
+    every process has closed)."""
+    while True:
+        try:
+            return os.read(fd, CHUNK)
+        except BlockingIOError:
+            await _wait_fd(fd, write=False)
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                return b""
+            raise
+
+
+async def write_fd(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            await _wait_fd(fd, write=True)
+
+
+def set_window_size(fd: int, width: int, height: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+
+@dataclass
+class Session:
+    """A running command with its stdio; ``outputs`` are (channel, fd) pairs the caller reads."""
+
+    proc: asyncio.subprocess.Process
+    tty: bool
+    stdin_fd: int | None  # the pty master (tty) or the write end of the stdin pipe
+    outputs: list[tuple[int, int]] = field(default_factory=list)
+    _closed: set[int] = field(default_factory=set)
+
+    @classmethod
+    async def start(
+        cls, argv: list[str], env: dict[str, str], *, tty: bool, stdin: bool, stdout: bool, stderr: bool
+    ) -> Session:
+        if tty:
+            master, slave = pty.openpty()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=slave,
+                    stdout=slave,
+                    stderr=slave,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=_controlling_terminal,
+                )
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            os.set_blocking(master, False)
+            return cls(proc, True, master, [(1, master)] if stdout else [])
+        fds: list[int] = []
+        pipes: dict[str, tuple[int, int]] = {}
+        try:
+            for name, wanted in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+                if wanted:
+                    pipes[name] = os.pipe()
+                    fds.extend(pipes[name])
+            child = {
+                name: pipes[name][0 if name == "stdin" else 1]
+                if name in pipes
+                else asyncio.subprocess.DEVNULL
+                for name in ("stdin", "stdout", "stderr")
+            }
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=child["stdin"], stdout=child["stdout"], stderr=child["stderr"], env=env
+            )
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        for name, (r, w) in pipes.items():
+            os.close(r if name == "stdin" else w)
+        mine = {name: (w if name == "stdin" else r) for name, (r, w) in pipes.items()}
+        for fd in mine.values():
+            os.set_blocking(fd, False)
+        outputs = [(ch, mine[name]) for ch, name in ((1, "stdout"), (2, "stderr")) if name in mine]
+        return cls(proc, False, mine.get("stdin"), outputs)
+
+    async def write_stdin(self, data: bytes) -> None:
+        if self.stdin_fd is not None and self.stdin_fd not in self._closed:
+            try:
+                await write_fd(self.stdin_fd, data)
+            except (BrokenPipeError, OSError):
+                self.close_stdin()
+
+    def close_stdin(self) -> None:
+        """The client's stdin ended (v5 close signal). On a pty there is nothing to close: an end of input
+        reaches a terminal program only as the EOF character, which the client sends as data."""
+        if not self.tty and self.stdin_fd is not None:
+            self._close(self.stdin_fd)
+
+    def resize(self, width: int, height: int) -> None:
+        if self.tty and self.stdin_fd is not None and self.stdin_fd not in self._closed:
+            set_window_size(self.stdin_fd, width, height)
+
+    def _close(self, fd: int) -> None:
+        if fd not in self._closed:
+            self._closed.add(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def exit_code(self) -> int:
+        """The exit status as a container runtime reports it: 128 + the signal for a killed process."""
+        code = self.proc.returncode
+        assert code is not None
+        return 128 - code if code < 0 else code
+
+    def hang_up(self) -> None:
+        """The client went away: a hangup (SIGHUP to the pty's session), or the end of a command on pipes."""
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                if self.tty:
+                    os.killpg(self.proc.pid, signal.SIGHUP)
+                else:
+                    self.proc.terminate()
+
+    def close(self) -> None:
+        for fd in {self.stdin_fd, *(fd for _, fd in self.outputs)} - {None}:
+            assert fd is not None
+            self._close(fd)
