@@ -179,6 +179,18 @@ class ServerPKI:
         _write(crt, cert_data, 0o644)
         return crt, key
 
+    def kubelet_client(self) -> tuple[Path, Path]:
+        """``client-kube-apiserver.crt``/``.key``: the API server's client certificate towards kubelets
+        (system:apiserver in system:masters, as K3s issues it), created once and kept."""
+        crt, key = self.directory / "client-kube-apiserver.crt", self.directory / "client-kube-apiserver.key"
+        if not (crt.is_file() and key.is_file()):
+            cert_data, key_data = self.client_ca.issue(
+                "system:apiserver", organization="system:masters", client=True
+            )
+            _write(key, key_data, 0o600)
+            _write(crt, cert_data, 0o644)
+        return crt, key
+
     def node_client(self, node_name: str) -> tuple[bytes, bytes]:
         return self.client_ca.issue(f"system:node:{node_name}", organization="system:nodes", client=True)
 

@@ -34,10 +34,11 @@ from .logs import Logger
 from .node import NodeIdentity, default_ip, parse_label, parse_taint
 from .pki import ServerPKI, write_file
 from .release import Release
+from .stream import apiserver as stream_api
 from .tokens import TokenError, parse
 
 # What the server's API is made of; a later stage appends its own extension here (kube/extensions.py).
-EXTENSIONS: tuple[Extension, ...] = (core.extension, workloads.extension)
+EXTENSIONS: tuple[Extension, ...] = (core.extension, workloads.extension, stream_api.extension)
 
 
 class FatalError(Exception):

@@ -44,6 +44,8 @@ class ApiServer:
     advertise: str  # host:port for serverAddressByClientCIDRs
     ready: Callable[[], bool] = lambda: True
     extra_routes: list[web.RouteDef] = field(default_factory=list)
+    # discovery entries served by extra_routes (group, version, APIResource), e.g. pods/exec
+    extra_resources: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     # --- identity -----------------------------------------------------------------------------------
     @staticmethod
@@ -231,6 +233,7 @@ class ApiServer:
                         "verbs": ["get", "patch", "update"],
                     }
                 )
+        resources += [entry for g, v, entry in self.extra_resources if (g, v) == (group, version)]
         gv = f"{group}/{version}" if group else version
         return self.json(
             {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
