@@ -1,0 +1,5 @@
+"""The in-process API server and kubelet every streaming test talks to (tests/unit/k3s_stream/harness.py)."""
+
+from tests.unit.k3s_stream.harness import lab
+
+__all__ = ["lab"]

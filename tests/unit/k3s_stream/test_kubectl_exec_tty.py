@@ -1,0 +1,78 @@
+"""``kubectl exec -it`` as a person runs it, on a real terminal (pexpect's pty): kubectl puts its terminal in
+raw mode and the pty on the node does the rest: a typed line with a backspace, Ctrl-C ending the shell's
+foreground command and not the shell, a window resize that ``stty size`` inside sees, and the exit status."""
+
+from __future__ import annotations
+
+import pexpect
+
+from tests.unit.k3s_stream.harness import NAMESPACE, Lab, make_pod
+
+PROMPT = "kstream$ "
+
+
+def spawn(lab: Lab, *args: str) -> pexpect.spawn:
+    argv = lab.kubectl_argv()
+    child = pexpect.spawn(
+        argv[0], [*argv[1:], *args], dimensions=(24, 80), timeout=10, encoding="utf-8", codec_errors="replace"
+    )
+    child.delaybeforesend = 0.05
+    return child
+
+
+def test_interactive_shell_through_a_deployment(lab: Lab) -> None:
+    def deployment() -> None:
+        lab.api.store.create(
+            lab.api.registry.by_kind("apps/v1", "Deployment"),  # type: ignore[arg-type]
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "orchestrator", "namespace": NAMESPACE},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "orchestrator"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "orchestrator"}},
+                        "spec": {"containers": [{"name": "orchestrator", "image": "python:3.11-slim"}]},
+                    },
+                },
+            },
+        )
+
+    lab.call(deployment)
+    lab.put_pod(make_pod("orchestrator-7d9f-x2k4q", "orchestrator", labels={"app": "orchestrator"}))
+    child = spawn(lab, "exec", "-it", "-n", NAMESPACE, "deploy/orchestrator", "--", "sh")
+    child.expect_exact(PROMPT)
+    # line editing by the pty's line discipline: the backspace takes back the x
+    child.send("echo ab")
+    child.send("x")
+    child.send("\x7f")
+    child.send("c\r")
+    child.expect_exact("\r\nabc\r\n")
+    child.expect_exact(PROMPT)
+    child.sendline("stty size; tty; echo TERM=$TERM")
+    child.expect(r"24 80\r\n/dev/pts/\d+\r\nTERM=xterm\r\n")
+    child.expect_exact(PROMPT)
+    # Ctrl-C: SIGINT for the foreground job only; the shell stays and reports it
+    # (the job says when it runs: it is the terminal's foreground process group before it prints)
+    child.sendline("sh -c 'echo running; exec sleep 30'")
+    child.expect_exact("running\r\n")
+    child.sendintr()
+    child.expect_exact(PROMPT, timeout=5)
+    child.sendline("echo status=$?")
+    child.expect_exact("status=130")
+    child.expect_exact(PROMPT)
+    # the window grows: kubectl sends the size on the resize channel, the pty takes it
+    # (kubectl sends it from its SIGWINCH handler, so keystrokes typed at once may still overtake it)
+    child.setwinsize(40, 100)
+    for _ in range(20):
+        child.sendline("stty size")
+        seen = child.expect_exact(["40 100\r\n", "24 80\r\n"])
+        child.expect_exact(PROMPT)
+        if seen == 0:
+            break
+    assert seen == 0
+    child.sendline("exit 7")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 7
+    assert "command terminated with exit code 7" in (child.before or "")
