@@ -410,6 +410,7 @@ class Agent:
                     await asyncio.sleep(CONFIG_RETRY)
             ok = await self._safe_heartbeat()
             self.registered.set()
+            kubelet = asyncio.create_task(self._kubelet(control))
             if notify:  # on a server the server notifies systemd, on agent-only nodes the agent does
                 self.log.info("k3s agent is up and running")
                 systemd.notify()
@@ -421,7 +422,30 @@ class Agent:
                 backoff = 0.2 if ok else min(backoff * 2, 7.0)
                 ok = await self._safe_heartbeat()
         finally:
+            if "kubelet" in locals():
+                kubelet.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await kubelet
             await self.session.close()
+
+    async def _kubelet(self, control: dict[str, Any]) -> None:
+        """The kubelet's pod side (``kubelet/``): runs the pods bound to this node."""
+        from .kubelet import Kubelet  # noqa: PLC0415
+
+        assert self.session is not None
+        await Kubelet(
+            session=self.session,
+            base=self.config.supervisor,
+            api=self._api,
+            supervisor_get=self._supervisor_get,
+            node_name=self.config.identity.name,
+            node_ip=self.config.identity.ip,
+            hostname=self.config.identity.hostname,
+            data_dir=self.config.data_dir,
+            control=control,
+            log=self.log,
+            kube_version=self.config.release.version,
+        ).run()
 
     async def _safe_heartbeat(self) -> bool:
         try:

@@ -44,6 +44,10 @@ def zipapp_bytes(version: str, arch: str) -> bytes:
         )
         for path in files:
             _entry(zf, f"gorkheavy_lab/k3s/{path.relative_to(PACKAGE).as_posix()}", path.read_bytes())
+        # the Ollama stand-in, which the kubelet runs as the ollama/ollama image's `ollama` CLI
+        ollama = PACKAGE.parent / "ollama"
+        for path in sorted(p for p in ollama.glob("*.py") if p.is_file()):
+            _entry(zf, f"gorkheavy_lab/ollama/{path.name}", path.read_bytes())
         _entry(zf, "gorkheavy_lab/k3s/release.json", rel.to_json().encode() + b"\n")
     return b"#!/usr/bin/env python3\n" + buf.getvalue()
 

@@ -247,6 +247,8 @@ class Supervisor:
             web.get("/v1-k3s/config", self.config),
             web.get("/v1-k3s/readyz", self.readyz),
             web.get("/v1-k3s/client-kubelet.crt", self.client_kubelet),
+            web.get("/v1-k3s/serving-kubelet.crt", self.serving_kubelet),
+            web.get("/v1-k3s/client-ca.crt", self.client_ca),
         ]
 
     async def cacerts(self, _request: web.Request) -> web.Response:
@@ -301,6 +303,20 @@ class Supervisor:
     async def readyz(self, request: web.Request) -> web.Response:
         self._auth(request)
         return web.Response(text="ok")
+
+    async def serving_kubelet(self, request: web.Request) -> web.Response:
+        """The kubelet's :10250 serving certificate, signed by the server CA (K3s's serving-kubelet.crt)."""
+        self._auth(request)
+        node = request.headers.get("K3s-Node-Name", "")
+        if not node:
+            raise web.HTTPBadRequest(text="missing node name header\n")
+        ips = tuple(i for i in (request.headers.get("K3s-Node-IP", ""), "127.0.0.1") if i)
+        cert, key = self.pki.server_ca.issue(node, dns=(node, "localhost"), ips=ips)
+        return web.Response(body=cert + key, content_type="text/plain")
+
+    async def client_ca(self, request: web.Request) -> web.Response:
+        self._auth(request)
+        return web.Response(body=self.pki.client_ca.pem, content_type="text/plain")
 
     def _node_passwords(self) -> dict[str, str]:
         if not self.passwords.is_file():

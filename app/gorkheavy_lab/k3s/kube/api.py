@@ -28,6 +28,19 @@ from .store import Event, Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HEALTH_CHECKS = ("ping", "log", "etcd", "informer-sync", "shutdown")
+NODE_READS = frozenset(
+    {
+        "namespaces",
+        "pods",
+        "services",
+        "endpoints",
+        "endpointslices",
+        "configmaps",
+        "secrets",
+        "persistentvolumeclaims",
+        "persistentvolumes",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -66,9 +79,13 @@ class ApiServer:
     def authorize(self, user: User, verb: str, rtype: ResourceType, name: str, namespace: str) -> None:
         if "system:masters" in user.groups:
             return
-        # the node authorizer's gist: a kubelet writes nodes, leases and events and reads namespaces
-        read_only = rtype.plural == "namespaces" and verb in {"get", "list", "watch"}
-        if "system:nodes" in user.groups and (rtype.plural in {"nodes", "leases", "events"} or read_only):
+        # the node authorizer's gist: a kubelet writes nodes, leases and events, reads what its pods need
+        # (and kube-proxy the Services and endpoints), writes pod status and deletes its terminated pods
+        read_only = rtype.plural in NODE_READS and verb in {"get", "list", "watch"}
+        pod_write = rtype.plural == "pods" and verb in {"patch", "update", "delete"}
+        if "system:nodes" in user.groups and (
+            rtype.plural in {"nodes", "leases", "events"} or read_only or pod_write
+        ):
             return
         raise forbidden(user.name, verb, rtype.plural, name, group=rtype.group, namespace=namespace)
 
