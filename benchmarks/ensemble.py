@@ -3,7 +3,7 @@
     python benchmarks/ensemble.py                       # everything (a few minutes on 2 cores)
     python benchmarks/ensemble.py --only load --sessions 500,2000 --repeat 3
 
-Each part starts the stand-in as its own process (``python -m tests.standins.ollama``) with fixed
+Each part starts the stand-in as its own process (``python -m gorkheavy_lab.ollama``) with fixed
 per-model latencies, and ``gorkheavy serve`` as another process, then drives it over HTTP:
 
 overhead  orchestrator overhead: median end-to-end time of sequential /v1/chat requests minus the model
@@ -98,13 +98,13 @@ def wait_for_line(path: Path, pattern: str, process: subprocess.Popen[bytes], li
 
 @contextlib.contextmanager
 def standin(models: dict[str, dict[str, Any]], workdir: Path) -> Iterator[str]:
-    args = [PYTHON, "-m", "tests.standins.ollama", "--host", "127.0.0.1", "--port", "0"]
+    args = [PYTHON, "-m", "gorkheavy_lab.ollama", "--host", "127.0.0.1", "--port", "0"]
     args += ["--no-record", "--max-queue", "100000"]
     for model, settings in models.items():
         args += ["--model", ",".join([model, *(f"{k}={v}" for k, v in settings.items())])]
     log = workdir / f"standin-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(args, cwd=ROOT / "app", stdout=out, stderr=subprocess.STDOUT)
     try:
         yield wait_for_line(log, r"listening on (http://\S+)", process)
     finally:

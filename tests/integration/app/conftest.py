@@ -11,8 +11,7 @@ from gorkheavy.backends.memory import ProcessStore
 from gorkheavy.backends.ollama import OllamaClient, make_session
 from gorkheavy.config import AppConfig, build
 from gorkheavy.core.pipeline import Pipeline
-
-from tests.standins.ollama import ModelBehavior, OllamaStandin
+from gorkheavy_lab.ollama import ModelBehavior, OllamaStandin
 
 # roster name -> Ollama model, as in the design document
 MODELS = {

@@ -15,8 +15,7 @@ from typing import Any
 import pexpect
 import pytest
 import yaml
-
-from tests.standins.ollama import ModelBehavior, OllamaStandin
+from gorkheavy_lab.ollama import ModelBehavior, OllamaStandin
 
 from .conftest import MODELS, roster
 

@@ -73,10 +73,10 @@ def endless_ollama() -> Iterator[str]:
     """An Ollama stand-in process whose qwen streams ~4 KB chunks for ever, never sending ``done``."""
     models = [f"{m},latency=0.05" for m in MODELS.values() if m != MODELS["qwen"]]
     models.append(f"{MODELS['qwen']},failure=endless,chunks=1,reply={'lorem ipsum ' * 350}")
-    args = [sys.executable, "-m", "tests.standins.ollama", "--port", "0", "--no-record"]
+    args = [sys.executable, "-m", "gorkheavy_lab.ollama", "--port", "0", "--no-record"]
     for model in models:
         args += ["--model", model]
-    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(args, cwd=ROOT / "app", stdout=subprocess.PIPE, text=True)
     try:
         yield _first_line(process, r"listening on (http://\S+)")
     finally:

@@ -7,8 +7,7 @@ from typing import Any
 
 import openai
 import pytest
-
-from tests.standins.ollama._server import _conversation, _tokens
+from gorkheavy_lab.ollama._server import _conversation, _tokens
 
 from .conftest import MODELS, Backend
 from .test_server import Serve, read_events, serve  # noqa: F401 - the fixture

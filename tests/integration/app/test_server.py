@@ -25,8 +25,7 @@ from aiohttp import web
 from gorkheavy import api
 from gorkheavy.config import build
 from gorkheavy.server import STATE, create_app, make_runner
-
-from tests.standins.ollama import ModelBehavior, OllamaStandin
+from gorkheavy_lab.ollama import ModelBehavior, OllamaStandin
 
 from .conftest import MODELS, Backend, roster
 

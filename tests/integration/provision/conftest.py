@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gorkheavy_lab.proxmox import ProxmoxStandin, Server
 from proxmoxer import ProxmoxAPI
 
 from tests.integration.provision import harness
-from tests.standins.proxmox import ProxmoxStandin, Server
 
 ADMIN_TOKEN = ("root@pam!setup", "setup-secret")
 STATD_PERIOD = 1.0

@@ -5,10 +5,10 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 import pytest
+from gorkheavy_lab.proxmox import StorageDef
 
 from tests.integration.provision import harness
 from tests.integration.provision.conftest import Lab
-from tests.standins.proxmox import StorageDef
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ catches up: the roles must take those facts from the guest's configuration and `
 from __future__ import annotations
 
 import pytest
+from gorkheavy_lab.proxmox import StorageDef
 
 from tests.integration.provision import harness
 from tests.integration.provision.conftest import Lab
-from tests.standins.proxmox import StorageDef
 
 pytestmark = pytest.mark.slow
 

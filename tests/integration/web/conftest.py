@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 import yaml
+from gorkheavy_lab.ollama import ModelBehavior, OllamaStandin
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.integration.app.conftest import MODELS, roster
-from tests.standins.ollama import ModelBehavior, OllamaStandin
 
 ROOT = Path(__file__).parents[3]
 TOKEN = "web-test-token-7f3a9c"

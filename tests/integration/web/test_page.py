@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gorkheavy_lab.ollama import ModelBehavior
 from selenium.common.exceptions import (
     NoSuchElementException,
     StaleElementReferenceException,
@@ -22,8 +23,6 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
-
-from tests.standins.ollama import ModelBehavior
 
 from .conftest import MODELS, TOKEN, Server
 

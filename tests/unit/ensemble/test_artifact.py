@@ -103,7 +103,7 @@ def test_installed_offline_as_the_pod_does_then_help_and_doctor_run(
         echo "doctor exit $?"
         set -e
         echo "== doctor, stand-in"
-        (cd {ROOT} && exec {sys.executable} -m tests.standins.ollama --port 11434 {models}) &
+        (cd {ROOT}/app && exec {sys.executable} -m gorkheavy_lab.ollama --port 11434 {models}) &
         standin=$!
         for i in $(seq 1 100); do
           python3 -c 'import socket; socket.create_connection(("127.0.0.1", 11434), 1)' 2>/dev/null && break

@@ -20,13 +20,12 @@ import httpx
 import jsonschema
 import ollama
 import pytest
+from gorkheavy_lab.ollama import ModelBehavior, OllamaStandin
+from gorkheavy_lab.ollama import _server as server
+from gorkheavy_lab.ollama._golang import GoDecodeError, decode_json, go_json, parse_duration, rfc3339nano
+from gorkheavy_lab.ollama._schema import instance_for_schema
+from gorkheavy_lab.ollama._server import MAX_QUEUE_ERROR
 from ollama import _types
-
-from tests.standins.ollama import ModelBehavior, OllamaStandin
-from tests.standins.ollama import _server as server
-from tests.standins.ollama._golang import GoDecodeError, decode_json, go_json, parse_duration, rfc3339nano
-from tests.standins.ollama._schema import instance_for_schema
-from tests.standins.ollama._server import MAX_QUEUE_ERROR
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ollama"
 REPO = Path(__file__).resolve().parents[3]
@@ -1095,10 +1094,10 @@ def test_go_syntax_errors(raw: bytes, message: str) -> None:
 
 def test_command_line() -> None:
     command = [
-        sys.executable, "-m", "tests.standins.ollama", "--port", "0", "--latency", "0.01",
+        sys.executable, "-m", "gorkheavy_lab.ollama", "--port", "0", "--latency", "0.01",
         "--model", "granite4:350m", "--model", "gemma3:1b,reply=fixed,chunks=2",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "app")}
     with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None

@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 import requests
+from gorkheavy_lab.proxmox import GuestInterface, ProxmoxStandin, SimulatedBackend, VmBackend
+from gorkheavy_lab.proxmox import api as api_module
+from gorkheavy_lab.proxmox.testing import SSH_KEY, TOKEN_ID, TOKEN_SECRET, client, running_standin, wait_task
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
-
-from tests.standins.proxmox import GuestInterface, ProxmoxStandin, SimulatedBackend, VmBackend
-from tests.standins.proxmox import api as api_module
-from tests.standins.proxmox.testing import SSH_KEY, TOKEN_ID, TOKEN_SECRET, client, running_standin, wait_task
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -164,7 +163,7 @@ def test_command_line_server(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "tests.standins.proxmox",
+            "gorkheavy_lab.proxmox",
             "--host",
             "127.0.0.1",
             "--port",
@@ -183,7 +182,7 @@ def test_command_line_server(tmp_path: Path) -> None:
             "qmcreate=0.01",
         ],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO / "app")},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

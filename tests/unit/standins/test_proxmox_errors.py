@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 import requests
+from gorkheavy_lab.proxmox import ProxmoxStandin, Server, StorageDef
+from gorkheavy_lab.proxmox.testing import SSH_KEY, TOKEN_ID, TOKEN_SECRET, client, running_standin, wait_task
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
-
-from tests.standins.proxmox import ProxmoxStandin, Server, StorageDef
-from tests.standins.proxmox.testing import SSH_KEY, TOKEN_ID, TOKEN_SECRET, client, running_standin, wait_task
 
 AUTH = {"Authorization": f"PVEAPIToken={TOKEN_ID}={TOKEN_SECRET}"}
 UNKNOWN = "property is not defined in schema and the schema does not allow additional properties"

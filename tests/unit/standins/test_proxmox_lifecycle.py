@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from gorkheavy_lab.proxmox import ProxmoxStandin, Server, StorageDef
+from gorkheavy_lab.proxmox.testing import SSH_KEY, client, running_standin, wait_task
 from proxmoxer.core import ResourceException
-
-from tests.standins.proxmox import ProxmoxStandin, Server, StorageDef
-from tests.standins.proxmox.testing import SSH_KEY, client, running_standin, wait_task
 
 IMAGE_URL = "https://cloud-images.example/noble-server-cloudimg-amd64.img"
 IMAGE = b"QFI\xfb stand-in qcow2 image"

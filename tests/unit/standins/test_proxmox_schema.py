@@ -7,12 +7,11 @@ import re
 from typing import Any
 
 import pytest
+from gorkheavy_lab.proxmox import SCHEMA_FILE, ApiSchema, ProxmoxStandin
+from gorkheavy_lab.proxmox import validation as v
+from gorkheavy_lab.proxmox.api import HANDLERS
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from tests.standins.proxmox import SCHEMA_FILE, ApiSchema, ProxmoxStandin
-from tests.standins.proxmox import validation as v
-from tests.standins.proxmox.api import HANDLERS
 
 SCHEMA = ApiSchema.load()
 CONFIG = SCHEMA.endpoint("POST", "/nodes/{node}/qemu/{vmid}/config").parameters

@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from gorkheavy_lab.proxmox import ProxmoxStandin, Server
+from gorkheavy_lab.proxmox.testing import client, running_standin, wait_task
 from proxmoxer.core import ResourceException
-
-from tests.standins.proxmox import ProxmoxStandin, Server
-from tests.standins.proxmox.testing import client, running_standin, wait_task
 
 URL = "https://img.example/noble.img"
 IMAGE = b"QFI\xfb image"

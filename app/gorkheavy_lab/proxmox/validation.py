@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tests.standins.proxmox.state import ALL_PRIVILEGES
+from gorkheavy_lab.proxmox.state import ALL_PRIVILEGES
 
 # ---------------------------------------------------------------------------------------------------------
 # helpers

@@ -20,12 +20,12 @@ from typing import Any
 
 import trustme
 
-from tests.standins.proxmox import validation
-from tests.standins.proxmox.api import HANDLERS, Faults, ProxmoxApi, Request, WithAttributes
-from tests.standins.proxmox.auth import Auth
-from tests.standins.proxmox.backend import SimulatedBackend, VmBackend
-from tests.standins.proxmox.schema import SCHEMA_FILE, ApiSchema
-from tests.standins.proxmox.state import GIB, ApiError, Cluster, StorageDef, Volume
+from gorkheavy_lab.proxmox import validation
+from gorkheavy_lab.proxmox.api import HANDLERS, Faults, ProxmoxApi, Request, WithAttributes
+from gorkheavy_lab.proxmox.auth import Auth
+from gorkheavy_lab.proxmox.backend import SimulatedBackend, VmBackend
+from gorkheavy_lab.proxmox.schema import SCHEMA_FILE, ApiSchema
+from gorkheavy_lab.proxmox.state import GIB, ApiError, Cluster, StorageDef, Volume
 
 API_PREFIX = "/api2/json"
 # pvestatd broadcasts the guests' status every 10 seconds (``$updatetime`` in PVE::Service::pvestatd)

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from tests.standins.proxmox import validation
-from tests.standins.proxmox.state import (
+from gorkheavy_lab.proxmox import validation
+from gorkheavy_lab.proxmox.state import (
     GIB,
     ApiError,
     Cluster,
@@ -24,7 +24,7 @@ from tests.standins.proxmox.state import (
 )
 
 if TYPE_CHECKING:
-    from tests.standins.proxmox.standin import ProxmoxStandin
+    from gorkheavy_lab.proxmox.standin import ProxmoxStandin
 
 PVE_VERSION = "9.1.1"
 PVE_RELEASE = "9.1"
@@ -666,11 +666,11 @@ def cluster_resources(api: ProxmoxApi, req: Request) -> Any:
     result: list[dict[str, Any]] = []
     if kind in (None, "node"):
         for node_entry in list_nodes(api, req):
-            entry = dict(node_entry)
-            entry.pop("ssl_fingerprint", None)
-            if not auth.allowed_any(req.authid, f"/nodes/{entry['node']}", ["Sys.Audit"]):
-                entry = {k: entry[k] for k in ("id", "type", "node", "status")}
-            result.append(entry)
+            row = dict(node_entry)
+            row.pop("ssl_fingerprint", None)
+            if not auth.allowed_any(req.authid, f"/nodes/{row['node']}", ["Sys.Audit"]):
+                row = {k: row[k] for k in ("id", "type", "node", "status")}
+            result.append(row)
     if kind in (None, "vm"):
         for vm in sorted(api.cluster.vms.values(), key=lambda v: v.vmid):
             if not auth.allowed_any(req.authid, f"/vms/{vm.vmid}", ["VM.Audit"]):
@@ -2273,7 +2273,10 @@ def migrate_vm(api: ProxmoxApi, req: Request) -> Any:
     def target_storage(store: str) -> str:
         if not mapping:
             return store
-        pairs = dict(p.split(":", 1) if ":" in p else ("", p) for p in validation.split_list(mapping))
+        pairs: dict[str, str] = {}
+        for pair in validation.split_list(mapping):
+            source, sep, dest = pair.partition(":")
+            pairs[source if sep else ""] = dest if sep else source
         return pairs.get(store) or pairs.get("", store)
 
     vm.config["lock"] = "migrate"

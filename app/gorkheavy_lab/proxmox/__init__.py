@@ -1,7 +1,7 @@
 """Proxmox VE 9.1 API stand-in: an HTTPS server that answers like a Proxmox VE cluster.
 
 Every request is routed, verified and answered following the official API schema
-(``tests/fixtures/proxmox/pve-api-schema-9.1.json``, see ``NOTE.md`` there): unknown parameters, wrong
+(``data/pve-api-schema-9.1.json``, see ``NOTE.md`` there): unknown parameters, wrong
 types, formats (named ones and property strings), enums, patterns and ranges are refused with HTTP 400
 and a per-parameter ``errors`` object worded like ``pve-api-daemon``'s. Responses are ``{"data": ...}``;
 in strict mode (the default) each one is checked against the method's ``returns`` schema and a mismatch
@@ -12,9 +12,9 @@ Long operations are tasks: a UPID, then ``/nodes/{node}/tasks/{upid}/status`` ru
 
 Python API::
 
-    from tests.standins.proxmox import ProxmoxStandin, StorageDef
+    from gorkheavy_lab.proxmox import ProxmoxStandin, StorageDef
 
-    standin = ProxmoxStandin(nodes=["pve1", "pve2", "pve3"])       # loads the fixture schema
+    standin = ProxmoxStandin(nodes=["pve1", "pve2", "pve3"])       # loads the packaged schema
     standin.add_token("gorkheavy@pve!ansible", "SECRET", privsep=False)
     standin.add_token("ro@pve!audit", "S2", privsep=True, privileges={"/": ["Sys.Audit", "VM.Audit"]})
     standin.add_user("admin@pve", password="pw")                   # ticket login; privileges=None: all
@@ -41,12 +41,12 @@ Python API::
     standin.wait_tasks(); standin.vm_config(100)                   # direct looks at the state
     standin.handle("GET", "/version", {}, headers)                 # one request without HTTP
 
-``tests.standins.proxmox.testing`` has ``running_standin()``, ``client(server)`` (proxmoxer) and
+``gorkheavy_lab.proxmox.testing`` has ``running_standin()``, ``client(server)`` (proxmoxer) and
 ``wait_task()`` for tests.
 
 CLI::
 
-    python -m tests.standins.proxmox --host 127.0.0.1 --port 8006 --nodes pve1,pve2,pve3 \\
+    python -m gorkheavy_lab.proxmox --host 127.0.0.1 --port 8006 --nodes pve1,pve2,pve3 \\
         --token 'gorkheavy@pve!ansible=SECRET' --user 'admin@pve=PASSWORD' --state /tmp/pve.json \\
         --ca-out /tmp/pve-ca.pem --task-duration qmclone=0.3 --agent-delay 0.5 \\
         --storage 'nfs=nfs:images,import:shared' --unauthorized-delay 3 --statd-period 10
@@ -82,10 +82,10 @@ cloud-init data. The config ``digest`` is a SHA1 over the stand-in's own renderi
 keys are checked by structure rather than by ``ssh-keygen``.
 """
 
-from tests.standins.proxmox.api import Faults
-from tests.standins.proxmox.backend import GuestInterface, SimulatedBackend, VmBackend
-from tests.standins.proxmox.schema import SCHEMA_FILE, ApiSchema, Endpoint
-from tests.standins.proxmox.standin import (
+from gorkheavy_lab.proxmox.api import Faults
+from gorkheavy_lab.proxmox.backend import GuestInterface, SimulatedBackend, VmBackend
+from gorkheavy_lab.proxmox.schema import SCHEMA_FILE, ApiSchema, Endpoint
+from gorkheavy_lab.proxmox.standin import (
     DEFAULT_TASK_DURATIONS,
     LoggedRequest,
     ProxmoxStandin,
@@ -94,7 +94,7 @@ from tests.standins.proxmox.standin import (
     Server,
     StandinBug,
 )
-from tests.standins.proxmox.state import ApiError, StorageDef
+from gorkheavy_lab.proxmox.state import ApiError, StorageDef
 
 __all__ = [
     "DEFAULT_TASK_DURATIONS",

@@ -1,4 +1,4 @@
-"""``python -m tests.standins.ollama``: run the Ollama stand-in as its own process (see the package docs)."""
+"""``python -m gorkheavy_lab.ollama``: run the Ollama stand-in as its own process (see the package docs)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _model_spec(spec: str, defaults: ModelBehavior) -> tuple[str, ModelBehavior]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tests.standins.ollama", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gorkheavy_lab.ollama", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=11434, help="0 picks a free port (printed on start)")
     parser.add_argument(

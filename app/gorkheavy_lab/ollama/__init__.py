@@ -14,7 +14,7 @@ another method on a known path: ``405 method not allowed`` (both ``text/plain``,
 
 Python API::
 
-    from tests.standins.ollama import ModelBehavior, OllamaStandin
+    from gorkheavy_lab.ollama import ModelBehavior, OllamaStandin
 
     standin = OllamaStandin(  # models: {name: ModelBehavior or None} or just names
         {
@@ -72,7 +72,7 @@ unit: ``"-1m"`` or the number ``-1``).
 
 Command line (a separate process, e.g. for benchmarks)::
 
-    python -m tests.standins.ollama --host 127.0.0.1 --port 11434 \\
+    python -m gorkheavy_lab.ollama --host 127.0.0.1 --port 11434 \\
         --model granite4:350m --model gemma3:1b --latency 0.05 [--chunk-delay 0.01] [--chunks N] \\
         [--reply TEXT] [--failure MODE] [--parallel N] [--max-queue 512] [--version 0.33.0] [--no-pull] \\
         [--no-record]

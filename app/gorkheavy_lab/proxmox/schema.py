@@ -8,10 +8,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tests.standins.proxmox import validation
+from gorkheavy_lab.proxmox import validation
 
-FIXTURE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "proxmox"
-SCHEMA_FILE = FIXTURE_DIR / "pve-api-schema-9.1.json"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SCHEMA_FILE = DATA_DIR / "pve-api-schema-9.1.json"
 
 
 @dataclass(frozen=True)

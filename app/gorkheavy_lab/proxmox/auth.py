@@ -12,7 +12,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tests.standins.proxmox.state import ALL_PRIVILEGES, ApiError, Cluster, Token, User, perm_error
+from gorkheavy_lab.proxmox.state import ALL_PRIVILEGES, ApiError, Cluster, Token, User, perm_error
 
 TICKET_LIFETIME = 7200
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from proxmoxer import ProxmoxAPI
 
-from tests.standins.proxmox.standin import ProxmoxStandin, Server
+from gorkheavy_lab.proxmox.standin import ProxmoxStandin, Server
 
 TOKEN_ID = "gorkheavy@pve!ansible"
 TOKEN_SECRET = "5f0c6a8e-2b1d-4c3e-9a7f-0d4e1b2c3a4f"

@@ -1,17 +1,17 @@
-"""Run the Proxmox VE stand-in as a process: ``python -m tests.standins.proxmox --help``."""
+"""Run the Proxmox VE stand-in as a process: ``python -m gorkheavy_lab.proxmox --help``."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 
-from tests.standins.proxmox.backend import SimulatedBackend
-from tests.standins.proxmox.standin import STATD_PERIOD, ProxmoxStandin
-from tests.standins.proxmox.state import StorageDef
+from gorkheavy_lab.proxmox.backend import SimulatedBackend
+from gorkheavy_lab.proxmox.standin import STATD_PERIOD, ProxmoxStandin
+from gorkheavy_lab.proxmox.state import StorageDef
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.standins.proxmox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gorkheavy_lab.proxmox", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8006)
     parser.add_argument("--nodes", default="pve1,pve2,pve3", help="comma-separated node names")
