@@ -116,8 +116,10 @@ async def test_kubelet_refusals(lab: Lab, pod: str) -> None:
         async with session.get(logs, ssl=lab.admin_ssl()) as response:
             assert (response.status, await response.text()) == (
                 404,
-                'container "nope" not found in pod "proto"',
+                'container "nope" not found in pod "proto"\n',
             )
+        async with session.get(f"{logs[: -len('nope')]}app?tailLines=-1", ssl=lab.admin_ssl()) as response:
+            assert (response.status, await response.text()) == (422, '{"message": "Invalid request."}')
         node = lab.kubeconfig.parent / "node.pem"
         cert, key = lab.pki.node_client("other-node")
         node.write_bytes(cert + key)

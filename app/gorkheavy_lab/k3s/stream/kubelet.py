@@ -163,8 +163,8 @@ class KubeletStreams:
     async def exec(self, request: web.Request) -> web.StreamResponse:
         try:
             self._check_client(request)
-            self._pod(request)
             opts = StreamOptions.from_query(request.query)
+            self._pod(request)
             command = request.query.getall("command", [])
             namespace, pod, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
             try:
@@ -174,8 +174,11 @@ class KubeletStreams:
             ws, protocol = await self._accept(request, opts)
         except KubeletError as exc:
             return exc.response()
-        if opts.tty and "TERM" not in env:
-            env = {**env, "TERM": "xterm"}  # as containerd sets it for an exec with a terminal
+        if opts.tty:
+            env = {
+                **env,
+                "TERM": "xterm",
+            }  # as containerd's exec with a terminal sets it, over the container's
         try:
             session = await Session.start(
                 argv, env, tty=opts.tty, stdin=opts.stdin, stdout=opts.stdout, stderr=opts.stderr
@@ -249,8 +252,8 @@ class KubeletStreams:
         namespace, pod_name, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
         try:
             self._check_client(request)
-            pod = self._pod(request)
             opts = StreamOptions.from_query(request.query)
+            pod = self._pod(request)
             try:
                 stdin_path = self.runtime.attach_stdin(namespace, pod_name, container)
             except LookupError as exc:
@@ -393,15 +396,20 @@ class KubeletStreams:
         namespace, pod_name, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
         try:
             self._check_client(request)
+            query = dict(request.query)
+            if query.get("tail"):  # the kubelet's older name for tailLines ("all": no limit)
+                query["tailLines"] = query.pop("tail")
+                if query["tailLines"] == "all":
+                    del query["tailLines"]
+            try:
+                options = LogOptions.from_query(query)
+            except OptionError as exc:
+                raise KubeletError(422, '{"message": "Invalid request."}') from exc
             pod = self.runtime.pod(namespace, pod_name)
             if pod is None:
-                raise KubeletError(404, f'pod "{pod_name}" does not exist')
+                raise KubeletError(404, f'pod "{pod_name}" does not exist\n')
             if not _in_spec(pod, container):
-                raise KubeletError(404, f'container "{container}" not found in pod "{pod_name}"')
-            try:
-                options = LogOptions.from_query(dict(request.query))
-            except OptionError as exc:
-                raise KubeletError(422, f"invalid request: [{exc}]") from exc
+                raise KubeletError(404, f'container "{container}" not found in pod "{pod_name}"\n')
             previous = request.query.get("previous", "") in {"1", "true", "True"}
             path, running = self._log_file(pod, container, previous=previous)
         except KubeletError as exc:
