@@ -26,7 +26,14 @@ from gorkheavy.backends.memory import MemoryStoreError, open_store
 from gorkheavy.config import CONFIG_ENV, AppConfig, ConfigError, load, state_dir
 from gorkheavy.core.text import printable
 from gorkheavy.core.types import AllExpertsFailedError, EnsembleResult, StageEvent, StageStatus, Strategy
-from gorkheavy.runtime import Runtime, check_backends, open_client, open_runtime
+from gorkheavy.runtime import (
+    EventLoopUnavailable,
+    Runtime,
+    check_backends,
+    event_loop_factory,
+    open_client,
+    open_runtime,
+)
 
 EXIT_WORDS = frozenset({"exit", "quit", ":q", "/exit", "/quit"})
 _SPINNER = "|/-\\"
@@ -331,12 +338,17 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return asyncio.run(_ask(config, args, environ))
         if args.command == "doctor":
             return asyncio.run(_doctor(config, args, environ))
-        from gorkheavy.server import serve  # noqa: PLC0415 - only the server needs aiohttp.web
+        from gorkheavy import server  # noqa: PLC0415 - only the server needs aiohttp.web
 
-        return asyncio.run(serve(config, environ, host=args.host, port=args.port))
+        factory = event_loop_factory(config.server.event_loop)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(server.serve(config, environ, host=args.host, port=args.port))
     except (MemoryStoreError, CacheError) as exc:
         sys.stderr.write(f"Error: {exc}\n")
         return 1
+    except EventLoopUnavailable as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return 2
     except KeyboardInterrupt:
         return 130  # interrupted one-shot command (chat and serve end cleanly on their own)
 

@@ -184,6 +184,9 @@ class ServerConfig(_Strict):
     heartbeat_seconds: Annotated[float, Field(gt=0, le=3600)] = 15.0
     drain_seconds: Annotated[float, Field(ge=0, le=600)] = 0.0
     model_id: str = "gorkheavy"
+    # the event loop of `serve`: uvloop's (auto: when installed, as it is with the package on Linux) or
+    # asyncio's own
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
 
 class CacheConfig(_Strict):

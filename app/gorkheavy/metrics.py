@@ -63,6 +63,14 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.backend_connections = Counter(
+            "gorkheavy_backend_connections_total",
+            "Connections to model servers that calls took: newly opened or reused from the pool.",
+            ["kind"],
+            registry=r,
+        )
+        self._opened = self.backend_connections.labels("opened")
+        self._reused = self.backend_connections.labels("reused")
         self.winners = Counter(
             "gorkheavy_winner_total", "Which expert's answer was chosen.", ["name"], registry=r
         )
@@ -81,6 +89,9 @@ class Metrics:
         elif event.status is StageStatus.ERROR:
             self.model_seconds.labels(event.name, event.stage, "error").observe(event.seconds)
             self.model_errors.labels(event.name, event.cause.value if event.cause else "unknown").inc()
+
+    def on_connection(self, new: bool) -> None:
+        (self._opened if new else self._reused).inc()
 
     def on_result(self, result: EnsembleResult) -> None:
         if result.cache:

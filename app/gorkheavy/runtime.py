@@ -7,19 +7,51 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from gorkheavy.backends.cache import CacheError, ProcessCache, RedisCache, open_cache
 from gorkheavy.backends.memory import Store, open_store
-from gorkheavy.backends.ollama import OllamaClient, make_session, model_present, pull_hint
+from gorkheavy.backends.ollama import (
+    ConnectionListener,
+    OllamaClient,
+    make_session,
+    model_present,
+    pull_hint,
+)
 from gorkheavy.config import AppConfig
 from gorkheavy.core.pipeline import EventSink, Pipeline
 from gorkheavy.core.redact import redact
 from gorkheavy.core.roster import ModelSpec
 from gorkheavy.core.types import ErrorCause, ModelCallError
+
+
+class EventLoopUnavailable(Exception):
+    """The configured event loop cannot be had; the message says what to do."""
+
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def event_loop_factory(choice: str) -> LoopFactory | None:
+    """How ``serve`` makes its event loop (``server.event_loop``): uvloop's for ``uvloop``, and for ``auto``
+    when uvloop is installed; asyncio's own (None) otherwise. uvloop runs the same code with less CPU per
+    request, which is what a burst of requests on one thread is bounded by."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional: not on every platform
+    except ImportError:
+        if choice == "uvloop":
+            raise EventLoopUnavailable(
+                "server.event_loop is uvloop but uvloop is not installed; "
+                "install it (pip install uvloop) or set server.event_loop: auto"
+            ) from None
+        return None
+    factory: LoopFactory = uvloop.new_event_loop
+    return factory
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +64,15 @@ class Runtime:
 
 
 @asynccontextmanager
-async def open_client(config: AppConfig) -> AsyncIterator[OllamaClient]:
+async def open_client(
+    config: AppConfig, *, on_connection: ConnectionListener | None = None
+) -> AsyncIterator[OllamaClient]:
     """The process's Ollama client on one pooled HTTP session, closed on exit."""
     session = make_session(
         connect_timeout=config.pipeline.timeouts.connect,
         max_connections=config.http.max_connections,
         keepalive_s=config.http.keepalive_seconds,
+        on_connection=on_connection,
     )
     try:
         yield OllamaClient(session, max_line_bytes=config.http.max_line_bytes)
@@ -47,9 +82,13 @@ async def open_client(config: AppConfig) -> AsyncIterator[OllamaClient]:
 
 @asynccontextmanager
 async def open_runtime(
-    config: AppConfig, environ: Mapping[str, str], *, listeners: Sequence[EventSink] = ()
+    config: AppConfig,
+    environ: Mapping[str, str],
+    *,
+    listeners: Sequence[EventSink] = (),
+    on_connection: ConnectionListener | None = None,
 ) -> AsyncIterator[Runtime]:
-    async with open_client(config) as client:
+    async with open_client(config, on_connection=on_connection) as client:
         store = await open_store(config, environ)
         try:
             cache = await open_cache(config)

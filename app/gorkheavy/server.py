@@ -604,7 +604,9 @@ def create_app(config: AppConfig, environ: Mapping[str, str]) -> web.Application
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         listeners = [app_metrics.on_event, _log_failure]
-        async with open_runtime(config, environ, listeners=listeners) as runtime:
+        async with open_runtime(
+            config, environ, listeners=listeners, on_connection=app_metrics.on_connection
+        ) as runtime:
             if config.http.warm_connections:
                 urls = sorted({spec.base_url for spec in config.pipeline.roster.all_models()})
                 limit = config.pipeline.timeouts.connect
@@ -702,13 +704,18 @@ async def serve(
         return 1
     gc.freeze()  # objects from start-up are never garbage: keep them out of every collection
     addresses = _addresses(site)
-    log.info("gorkheavy serving on %s (config %s)", ", ".join(addresses), config.source)
+    loop = asyncio.get_running_loop()
+    log.info(
+        "gorkheavy serving on %s (config %s, event loop %s)",
+        ", ".join(addresses),
+        config.source,
+        type(loop).__module__.split(".")[0],
+    )
     if app[STATE].token is not None:
         log.info("a bearer token is required on /v1/*")
     sys.stderr.flush()
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:

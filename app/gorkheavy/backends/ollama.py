@@ -13,9 +13,11 @@ used by the tests to check every body the stand-in sends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -34,6 +36,14 @@ _CONNECTION_ERRORS = (
 )
 _URL_ERRORS = (aiohttp.InvalidURL, ValueError)  # base_url aiohttp cannot use (yarl raises ValueError)
 
+# after the final chunk of a reply, what of the body is still read so its connection can be pooled (the
+# end of the chunked encoding, a few bytes, normally already there); past either bound it is closed
+_DRAIN_SECONDS = 0.5
+_DRAIN_BYTES = 64 * 1024
+
+ConnectionListener = Callable[[bool], None]
+"""Told of every backend connection a call takes: True for a new one, False for one from the pool."""
+
 
 def pull_hint(spec: ModelSpec) -> str:
     return f"OLLAMA_HOST={spec.where} ollama pull {spec.model}"
@@ -45,11 +55,32 @@ def model_present(model: str, available: Sequence[str]) -> bool:
     return any(name in (model, wanted) for name in available)
 
 
+def _connection_trace(listener: ConnectionListener) -> aiohttp.TraceConfig:
+    async def created(
+        session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceConnectionCreateEndParams
+    ) -> None:
+        listener(True)
+
+    async def reused(
+        session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceConnectionReuseconnParams
+    ) -> None:
+        listener(False)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(created)
+    trace.on_connection_reuseconn.append(reused)
+    return trace
+
+
 def make_session(
-    *, connect_timeout: float, max_connections: int = 0, keepalive_s: float = 15.0
+    *,
+    connect_timeout: float,
+    max_connections: int = 0,
+    keepalive_s: float = 15.0,
+    on_connection: ConnectionListener | None = None,
 ) -> aiohttp.ClientSession:
     """The process's one pooled session (``max_connections`` 0 means bounded only by the caller; an idle
-    connection is kept ``keepalive_s`` seconds)."""
+    connection is kept ``keepalive_s`` seconds; ``on_connection`` hears of every connection taken)."""
     connector = aiohttp.TCPConnector(
         limit=max_connections, limit_per_host=0, ttl_dns_cache=30, keepalive_timeout=keepalive_s
     )
@@ -58,6 +89,7 @@ def make_session(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
         headers={"User-Agent": f"gorkheavy/{__version__}"},
         raise_for_status=False,
+        trace_configs=[_connection_trace(on_connection)] if on_connection else None,
     )
 
 
@@ -152,7 +184,7 @@ class OllamaClient:
             status=response.status,
         )
 
-    async def _lines(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def _lines(self, response: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
         buffer = b""
         async for chunk in response.content.iter_any():
             buffer += chunk
@@ -171,45 +203,48 @@ class OllamaClient:
         """Assemble the streamed reply; past ``max_bytes`` of text it is cut there and the call ends.
 
         What is kept is bounded whatever the server sends: the text by ``max_bytes``, one line by
-        ``max_line_bytes``; leaving early closes the connection, so the server stops generating.
+        ``max_line_bytes``; leaving early closes the connection, so the server stops generating. After the
+        final chunk the end of the body is read too, so the connection goes back to the pool.
         """
         parts: list[str] = []
         size = 0
         max_bytes = call.max_bytes
         try:
-            async for line in self._lines(response):
-                chunk = json.loads(line)
-                if not isinstance(chunk, dict):
-                    raise ValueError(f"expected a JSON object per line, got {type(chunk).__name__}")
-                if "error" in chunk:
-                    raise ModelCallError(
-                        ErrorCause.STREAM_ERROR,
-                        f"{spec.label}: error while generating: {repair_text(str(chunk['error']))}",
-                    )
-                message = chunk.get("message")
-                if isinstance(message, dict):
-                    content = message.get("content")
-                    if isinstance(content, str) and content:
-                        parts.append(content)
-                        if call.on_text is not None:
-                            call.on_text(repair_text(content))
-                        size += len(content.encode("utf-8", "surrogatepass"))
-                        if max_bytes and size >= max_bytes:
-                            text = repair_text(_cut("".join(parts), max_bytes))
-                            return ModelReply(text, "length", truncated=True)
-                elif message is not None:
-                    raise ValueError("'message' is not an object")
-                if chunk.get("done") is True:
-                    reason = str(chunk.get("done_reason") or "")
-                    return ModelReply(
-                        text=repair_text("".join(parts)),
-                        done_reason=reason,
-                        eval_count=_int(chunk.get("eval_count")),
-                        total_duration_ns=_int(chunk.get("total_duration")),
-                        prompt_eval_count=_int(chunk.get("prompt_eval_count")),
-                        truncated=reason == "length",
-                    )
-        except ValueError as exc:
+            async with contextlib.aclosing(self._lines(response)) as lines:
+                async for line in lines:
+                    chunk = json.loads(line.decode("utf-8"))
+                    if not isinstance(chunk, dict):
+                        raise ValueError(f"expected a JSON object per line, got {type(chunk).__name__}")
+                    if "error" in chunk:
+                        raise ModelCallError(
+                            ErrorCause.STREAM_ERROR,
+                            f"{spec.label}: error while generating: {repair_text(str(chunk['error']))}",
+                        )
+                    message = chunk.get("message")
+                    if isinstance(message, dict):
+                        content = message.get("content")
+                        if isinstance(content, str) and content:
+                            parts.append(content)
+                            if call.on_text is not None:
+                                call.on_text(repair_text(content))
+                            size += len(content.encode("utf-8", "surrogatepass"))
+                            if max_bytes and size >= max_bytes:
+                                text = repair_text(_cut("".join(parts), max_bytes))
+                                return ModelReply(text, "length", truncated=True)
+                    elif message is not None:
+                        raise ValueError("'message' is not an object")
+                    if chunk.get("done") is True:
+                        reason = str(chunk.get("done_reason") or "")
+                        await _drain(response)
+                        return ModelReply(
+                            text=repair_text("".join(parts)),
+                            done_reason=reason,
+                            eval_count=_int(chunk.get("eval_count")),
+                            total_duration_ns=_int(chunk.get("total_duration")),
+                            prompt_eval_count=_int(chunk.get("prompt_eval_count")),
+                            truncated=reason == "length",
+                        )
+        except ValueError as exc:  # UnicodeDecodeError and json.JSONDecodeError included
             raise ModelCallError(
                 ErrorCause.MALFORMED, f"{spec.label}: unreadable reply ({_short(str(exc))})"
             ) from None
@@ -272,6 +307,24 @@ class OllamaClient:
         return tuple(
             str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict) and m.get("name")
         )
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read the rest of a finished reply's body (normally only the end of its chunked encoding, which may
+    arrive just after the final chunk), so aiohttp returns the connection to the pool instead of closing
+    it. A server that sends more than ``_DRAIN_BYTES`` or takes longer than ``_DRAIN_SECONDS`` only loses
+    the connection: the reply is complete either way."""
+    content = response.content
+    if content.at_eof():
+        return
+    left = _DRAIN_BYTES
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            while left > 0 and not content.at_eof():
+                data = await content.readany()
+                if not data:
+                    break
+                left -= len(data)
 
 
 def _bad_url(url: str, exc: BaseException) -> ModelCallError:

@@ -312,6 +312,13 @@ async def test_metrics_expose_stage_and_model_latency_errors_and_in_flight(
     assert "gorkheavy_requests_in_flight 0.0" in text
     assert 'gorkheavy_requests_total{code="200",endpoint="/v1/chat"} 1.0' in text
     assert re.search(r'gorkheavy_winner_total\{name="(qwen-small|llama)"\} 1\.0', text)
+    # five calls took a connection each: the first ones opened, the rest from the pool
+    opened = re.search(r'gorkheavy_backend_connections_total\{kind="opened"\} (\d+)\.0', text)
+    reused = re.search(r'gorkheavy_backend_connections_total\{kind="reused"\} (\d+)\.0', text)
+    assert opened, text
+    assert reused, text
+    assert int(opened.group(1)) + int(reused.group(1)) == 5
+    assert 1 <= int(opened.group(1)) <= 3  # at most the three calls that start at once
     # a second app has a registry of its own
     async with serve() as (url, http), http.get(f"{url}/metrics") as response:
         assert "gorkheavy_model_errors_total{" not in await response.text()
@@ -339,6 +346,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
             line = process.stderr.readline()
             match = re.search(r"serving on (http://\S+)", line)
             assert match, line
+            assert "event loop uvloop" in line  # server.event_loop: auto, and uvloop is installed
             url = match.group(1)
             outcome = asyncio.run(drain_scenario(url, process))
             assert outcome["chat"] == 200

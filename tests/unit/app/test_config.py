@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+import uvloop
 import yaml
 from gorkheavy.config import ConfigError, build, load
 from gorkheavy.core.types import Strategy
+from gorkheavy.runtime import EventLoopUnavailable, event_loop_factory
 
 EXAMPLE = Path(__file__).parents[3] / "app" / "gorkheavy" / "roster.example.yml"
 
@@ -158,3 +161,15 @@ def test_the_example_file_is_valid_and_matches_the_defaults() -> None:
     config = load(EXAMPLE, {})
     assert config.pipeline.roster == build({}).pipeline.roster
     assert yaml.safe_load(EXAMPLE.read_text())["models"][1]["optimized_query"] is True
+
+
+def test_the_event_loop_of_serve_is_uvloop_unless_asked_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build({}).server.event_loop == "auto"
+    assert build({"server": {"event_loop": "asyncio"}}).server.event_loop == "asyncio"
+    assert event_loop_factory("auto") is uvloop.new_event_loop
+    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    assert event_loop_factory("asyncio") is None
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as where it is not installed
+    assert event_loop_factory("auto") is None
+    with pytest.raises(EventLoopUnavailable, match=r"pip install uvloop\) or set server.event_loop: auto"):
+        event_loop_factory("uvloop")
