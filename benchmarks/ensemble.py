@@ -17,7 +17,12 @@ load      1, 50, 500 and 2,000 concurrent sessions against one server process (e
           the load average of the machine at the time): at 500 sessions p99 / critical path <= 1.25 for
           the cold round and <= 1.1 for the warm rounds, 0 errors, RSS <= 200 MB; at 2,000 sessions 0
           errors and RSS <= 300 MB. ``--repeat N`` runs the part N times (the targets hold on every run
-          or they are missed).
+          or they are missed). Each level also prints where the slowest 1 % of requests spent their
+          time (see ``breakdown``), the CPU time per request of the server, of the stand-ins and of this
+          load client (independent of what else runs on the machine, unlike the latencies), and how late
+          this load client's own event loop woke up. ``--pin`` puts the server alone on the first CPU and
+          the stand-ins and the load client on the others; ``--loop uvloop`` runs the stand-ins and the
+          load client on uvloop, so the load generator takes less of the CPUs the server needs.
 client    this app's aiohttp client against the official ``ollama`` client (httpx): time per call and
           memory for 500 concurrent streams, each measured in a fresh process.
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -96,15 +102,31 @@ def wait_for_line(path: Path, pattern: str, process: subprocess.Popen[bytes], li
     raise RuntimeError(f"timed out waiting for {pattern!r} in {path}")
 
 
+# the stand-in's own main, run on uvloop's event loop (the stand-in itself is not changed)
+_ON_UVLOOP = (
+    "import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+    "from gorkheavy_lab.ollama.__main__ import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
 @contextlib.contextmanager
-def standin(models: dict[str, dict[str, Any]], workdir: Path) -> Iterator[str]:
-    args = [PYTHON, "-m", "gorkheavy_lab.ollama", "--host", "127.0.0.1", "--port", "0"]
+def standin(
+    models: dict[str, dict[str, Any]],
+    workdir: Path,
+    pids: list[int] | None = None,
+    loop: str = "asyncio",
+) -> Iterator[str]:
+    """The Ollama stand-in as its own process (on uvloop's event loop with ``loop="uvloop"``)."""
+    args = [PYTHON, "-m", "gorkheavy_lab.ollama"] if loop == "asyncio" else [PYTHON, "-c", _ON_UVLOOP]
+    args += ["--host", "127.0.0.1", "--port", "0"]
     args += ["--no-record", "--max-queue", "100000"]
     for model, settings in models.items():
         args += ["--model", ",".join([model, *(f"{k}={v}" for k, v in settings.items())])]
     log = workdir / f"standin-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(args, cwd=ROOT / "app", stdout=out, stderr=subprocess.STDOUT)
+    if pids is not None:
+        pids.append(process.pid)
     try:
         yield wait_for_line(log, r"listening on (http://\S+)", process)
     finally:
@@ -117,13 +139,15 @@ def standin(models: dict[str, dict[str, Any]], workdir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def standins(lat: dict[str, float], workdir: Path) -> Iterator[dict[str, str]]:
+def standins(
+    lat: dict[str, float], workdir: Path, pids: list[int] | None = None, loop: str = "asyncio"
+) -> Iterator[dict[str, str]]:
     """One stand-in process per model, as the cluster runs one Ollama server per model; name -> URL."""
     with contextlib.ExitStack() as stack:
         urls = {}
         for name, model, _ in ROSTER:
             urls[name] = stack.enter_context(
-                standin({model: {"latency": lat[name], "chunks": CHUNKS}}, workdir)
+                standin({model: {"latency": lat[name], "chunks": CHUNKS}}, workdir, pids, loop)
             )
         yield urls
 
@@ -155,7 +179,10 @@ def write_config(
 
 
 @contextlib.contextmanager
-def gorkheavy_serve(config: Path, workdir: Path) -> Iterator[tuple[str, int]]:
+def gorkheavy_serve(
+    config: Path, workdir: Path, cpus: frozenset[int] | None = None
+) -> Iterator[tuple[str, int]]:
+    """``gorkheavy serve`` as its own process (only on ``cpus`` when given)."""
     log = workdir / f"serve-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -165,6 +192,8 @@ def gorkheavy_serve(config: Path, workdir: Path) -> Iterator[tuple[str, int]]:
             stderr=subprocess.STDOUT,
             env={**os.environ, "XDG_STATE_HOME": str(workdir)},
         )
+    if cpus:
+        os.sched_setaffinity(process.pid, cpus)
     try:
         yield wait_for_line(log, r"serving on (http://\S+)", process), process.pid
     finally:
@@ -269,57 +298,125 @@ def bench_critical(workdir: Path, count: int) -> dict[str, Any]:
 # -- (c) concurrent sessions --------------------------------------------------------------------------------
 
 
-async def drive_sessions(url: str, pid: int, sessions: int, rounds: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def breakdown(e2e: float, timings: dict[str, float]) -> dict[str, float]:
+    """Where one request's time went, from the client's clock and the timings the server returned.
+
+    model      the critical path of what the model servers reported (``total_duration``): the configured
+               latencies, once a stand-in's handler runs
+    calls      the calls as the orchestrator timed them minus that: loopback HTTP, the stand-ins' own
+               queueing, and the server reading a reply late when its loop is busy
+    pipeline   the pipeline's run minus its model calls: memory read and write, scheduling between stages
+    outside    the client's time minus the pipeline's run: the server parsing the request and encoding the
+               answer, admission, and the load client's own connecting and event-loop lag
+    """
+    reported = measured_critical(timings, "model:")
+    called = measured_critical(timings)
+    total = timings["total"]
+    return {
+        "model": reported,
+        "calls": called - reported,
+        "pipeline": total - called,
+        "outside": e2e - total,
+    }
+
+
+def tail_breakdown(samples: list[tuple[float, dict[str, float]]]) -> dict[str, float] | None:
+    """The mean of :func:`breakdown` over the slowest 1 % of the requests (at least one)."""
+    usable = [(e2e, t) for e2e, t in samples if "total" in t and "model:judge" in t]
+    if not usable:
+        return None
+    usable.sort(key=lambda item: item[0])
+    tail = usable[-max(1, len(usable) // 100) :]
+    parts = [breakdown(e2e, t) for e2e, t in tail]
+    return {key: statistics.fmean(p[key] for p in parts) for key in parts[0]}
+
+
+async def drive_sessions(
+    url: str, pid: int, sessions: int, rounds: int, backends: Sequence[int] = ()
+) -> dict[str, Any]:
     """Every session asks ``rounds`` questions in turn, all sessions at once; round 1 meets a cold server."""
-    cold: list[float] = []
-    warm: list[float] = []
+    cold: list[tuple[float, dict[str, float]]] = []
+    warm: list[tuple[float, dict[str, float]]] = []
     errors: dict[str, int] = {}
     peak = 0
+    lag: list[float] = []  # how late the load client's own loop woke up, sampled every 10 ms
     done = asyncio.Event()
 
     async def sample() -> None:
         nonlocal peak
+        loop = asyncio.get_running_loop()
         while not done.is_set():
             peak = max(peak, rss_kib(pid))
-            await asyncio.sleep(0.05)
+            for _ in range(5):
+                due = loop.time() + 0.01
+                await asyncio.sleep(0.01)
+                lag.append(loop.time() - due)
 
     async def session(http: aiohttp.ClientSession, n: int) -> None:
         for r in range(rounds):
             try:
-                status, seconds, _ = await one_chat(http, url, f"user-{n}", f"question {r} from user {n}")
+                status, seconds, body = await one_chat(http, url, f"user-{n}", f"question {r} from user {n}")
             except (aiohttp.ClientError, TimeoutError) as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 continue
             if status == 200:
-                (cold if r == 0 else warm).append(seconds)
+                (cold if r == 0 else warm).append((seconds, body.get("timings", {})))
             else:
                 errors[str(status)] = errors.get(str(status), 0) + 1
 
     baseline = rss_kib(pid)
+    cpu_before = {"server": cpu_seconds(pid), "backends": sum(map(cpu_seconds, backends))}
+    client_before = time.process_time()
     sampler = asyncio.create_task(sample())
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=120)
     started = time.perf_counter()
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         await asyncio.gather(*(session(http, n) for n in range(sessions)))
-    wall = time.perf_counter() - started
+        wall = time.perf_counter() - started
+        async with http.get(f"{url}/metrics") as response:
+            scraped = await response.text()
+    connections = {
+        kind: int(float(count))
+        for kind, count in re.findall(r'gorkheavy_backend_connections_total\{kind="(\w+)"\} (\S+)', scraped)
+    }
     done.set()
     await sampler
-    every = cold + warm
+    requests = len(cold) + len(warm)
+    cpu = {
+        "server": cpu_seconds(pid) - cpu_before["server"],
+        "backends": sum(map(cpu_seconds, backends)) - cpu_before["backends"],
+        "load_client": time.process_time() - client_before,
+    }
 
-    def summary(values: list[float]) -> dict[str, float] | None:
+    def summary(values: list[tuple[float, dict[str, float]]]) -> dict[str, Any] | None:
         if not values:
             return None
-        return {"p50_s": statistics.median(values), "p99_s": pct(values, 99), "max_s": max(values)}
+        seconds = [e2e for e2e, _ in values]
+        return {
+            "p50_s": statistics.median(seconds),
+            "p99_s": pct(seconds, 99),
+            "max_s": max(seconds),
+            "slowest_1pct_breakdown_s": tail_breakdown(values),
+        }
 
     return {
         "sessions": sessions,
         "requests": sessions * rounds,
         "errors": errors,
-        "all": summary(every),
+        "all": summary(cold + warm),
         "first_round_cold": summary(cold),
         "later_rounds_warm": summary(warm),
         "wall_s": wall,
+        "cpu_ms_per_request": {k: v * 1000 / max(1, requests) for k, v in cpu.items()},
+        "backend_connections": connections,
+        "load_client_loop_lag_ms": {"p99": pct(lag, 99) * 1000, "max": max(lag) * 1000} if lag else None,
         "rss_before_mb": baseline / 1024,
         "rss_peak_mb": max(peak, rss_kib(pid, "VmHWM")) / 1024,
     }
@@ -327,6 +424,23 @@ async def drive_sessions(url: str, pid: int, sessions: int, rounds: int) -> dict
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def one_line(level: dict[str, Any]) -> str:
+    """A level's figures in one line: what goes into a table of runs."""
+
+    def ratio(key: str) -> str:
+        part = level[key]
+        return f"{part['p99_over_critical_path']:.2f}" if part else "-"
+
+    before, after = level["load_average_before_after"]
+    return (
+        f"{level['sessions']} sessions, {level['requests']} requests: "
+        f"cold p99/critical {ratio('first_round_cold')}, warm {ratio('later_rounds_warm')}, "
+        f"errors {sum(level['errors'].values())}, RSS peak {level['rss_peak_mb']:.0f} MB, "
+        f"server CPU {level['cpu_ms_per_request']['server']:.2f} ms/request, "
+        f"load average {before[0]:.1f} / {after[0]:.1f}"
+    )
 
 
 def check_targets(figures: dict[str, Any]) -> dict[str, Any]:
@@ -348,29 +462,68 @@ def check_targets(figures: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def bench_load(workdir: Path, levels: Sequence[int], rounds: int, warm: int = 0) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class LoadSetup:
+    """How the load part places its processes.
+
+    ``warm``: ``http.warm_connections`` of the server (0: the server's default). ``pin``: the server alone
+    on the first CPU, the stand-ins and this load client on the others (as in the cluster, where the
+    model servers run elsewhere; other programs on the machine still share every CPU). ``loop``: the
+    event loop of the stand-ins and the load client (``uvloop`` makes the load generator cheaper; the
+    server's own loop is its configuration's).
+    """
+
+    warm: int | None = None
+    pin: bool = False
+    loop: str = "asyncio"
+
+    def cpus(self) -> tuple[frozenset[int] | None, frozenset[int] | None]:
+        """(the server's CPUs, everything else's), or (None, None) when not pinned."""
+        every = sorted(os.sched_getaffinity(0))
+        if not self.pin or len(every) < 2:
+            return None, None
+        return frozenset(every[:1]), frozenset(every[1:])
+
+
+def run_loop(main: Any, loop: str) -> Any:
+    if loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - only for --loop uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def bench_load(workdir: Path, levels: Sequence[int], rounds: int, setup: LoadSetup) -> dict[str, Any]:
     lat = {"promptimizer": 1.0, "qwen-small": 1.0, "qwen": 2.0, "llama": 2.0, "judge": 1.0}
     path = critical_path(lat)
     results = []
-    with standins(lat, workdir) as url:
-        for sessions in levels:
-            # every session is in flight at once: the server must admit them all (2,000 > the default 512)
-            http = {"warm_connections": warm, "keepalive_seconds": 60} if warm else {}
-            config = write_config(workdir, url, http=http, max_in_flight=max(512, sessions), max_queue=64)
-            with gorkheavy_serve(config, workdir) as (api, pid):
-                before = load_average()
-                figures = asyncio.run(drive_sessions(api, pid, sessions, rounds))
-                figures["load_average_before_after"] = [before, load_average()]
-            for key in ("all", "first_round_cold", "later_rounds_warm"):
-                if figures[key]:
-                    figures[key]["p99_over_critical_path"] = figures[key]["p99_s"] / path
-            figures["targets"] = check_targets(figures)
-            results.append(figures)
+    backends: list[int] = []
+    server_cpus, other_cpus = setup.cpus()
+    mine = os.sched_getaffinity(0)
+    if other_cpus:
+        os.sched_setaffinity(0, other_cpus)  # this process and the stand-ins it starts
+    try:
+        with standins(lat, workdir, backends, setup.loop) as url:
+            for sessions in levels:
+                # every session is in flight at once: the server must admit them all (2,000 > the default)
+                http = {} if setup.warm is None else {"warm_connections": setup.warm}
+                config = write_config(workdir, url, http=http, max_in_flight=max(512, sessions), max_queue=64)
+                with gorkheavy_serve(config, workdir, server_cpus) as (api, pid):
+                    before = load_average()
+                    figures = run_loop(drive_sessions(api, pid, sessions, rounds, backends), setup.loop)
+                    figures["load_average_before_after"] = [before, load_average()]
+                for key in ("all", "first_round_cold", "later_rounds_warm"):
+                    if figures[key]:
+                        figures[key]["p99_over_critical_path"] = figures[key]["p99_s"] / path
+                figures["targets"] = check_targets(figures)
+                results.append(figures)
+    finally:
+        os.sched_setaffinity(0, mine)
     return {
         "latencies_s": lat,
         "critical_path_s": path,
         "rounds_per_session": rounds,
-        "warm_connections": warm,
+        "setup": dataclasses.asdict(setup),
         "levels": results,
     }
 
@@ -493,7 +646,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", default="1,50,500,2000", help="concurrency levels for the load part")
     parser.add_argument("--repeat", type=int, default=1, help="runs of the load part (targets: every run)")
     parser.add_argument(
-        "--warm", type=int, default=0, help="http.warm_connections of the server in the load part (0: none)"
+        "--warm", type=int, default=None, help="http.warm_connections of the server (default: its own)"
+    )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="load part: the server alone on the first CPU, stand-ins and load client on the others",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of the load part's stand-ins and load client",
     )
     parser.add_argument("--rounds", type=int, default=4, help="requests per session in the load part")
     parser.add_argument("--requests", type=int, default=200, help="sequential requests in the overhead part")
@@ -523,15 +688,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "load" in parts:
             levels = [int(x) for x in args.sessions.split(",") if x.strip()]
             missed = []
+            lines = []
             for run in range(1, args.repeat + 1):
-                figures = bench_load(workdir, levels, args.rounds, args.warm)
+                figures = bench_load(workdir, levels, args.rounds, LoadSetup(args.warm, args.pin, args.loop))
                 show(f"(c) concurrent sessions against one server, run {run} of {args.repeat}", figures)
                 for level in figures["levels"]:
+                    lines.append(f"run {run}: {one_line(level)}")
                     missed += [
                         f"run {run}, {level['sessions']} sessions: {name} {t['measured']} > {t['target']}"
                         for name, t in level["targets"].items()
                         if not t["met"]
                     ]
+            print("\n" + "\n".join(lines))
             print("\nload targets: " + ("all met" if not missed else "MISSED\n  " + "\n  ".join(missed)))
         if "client" in parts:
             show("(d) aiohttp client vs the official ollama client", bench_client(workdir))
