@@ -4,6 +4,10 @@ for a container that is not running or not in the pod."""
 
 from __future__ import annotations
 
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 
 from tests.unit.k3s_stream.harness import NAMESPACE, Lab, make_pod
@@ -67,3 +71,21 @@ def test_exec_errors_as_kubectl_prints_them(lab: Lab, pod: str) -> None:
     result = lab.kubectl("exec", "-n", NAMESPACE, "starting", "--", "true")
     assert result.returncode == 1
     assert result.stderr == 'error: unable to upgrade connection: container not found ("app")\n'
+
+
+def test_command_goes_on_when_kubectl_goes_away(lab: Lab, pod: str, tmp_path: Path) -> None:
+    # as with containerd (kubernetes/kubernetes#89031): the exec'd command is not ended with the stream
+    done = tmp_path / "done"
+    script = f"echo started; sleep 1; echo finished > {done}"
+    with subprocess.Popen(
+        [*lab.kubectl_argv(), "exec", "-n", NAMESPACE, pod, "--", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as kubectl:
+        assert kubectl.stdout is not None
+        assert kubectl.stdout.readline() == "started\n"
+        kubectl.kill()
+    deadline = time.monotonic() + 10
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert done.read_text() == "finished\n"

@@ -4,6 +4,11 @@ foreground command and not the shell, a window resize that ``stty size`` inside 
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from pathlib import Path
+
 import pexpect
 
 from tests.unit.k3s_stream.harness import NAMESPACE, Lab, make_pod
@@ -76,3 +81,20 @@ def test_interactive_shell_through_a_deployment(lab: Lab) -> None:
     child.close()
     assert child.exitstatus == 7
     assert "command terminated with exit code 7" in (child.before or "")
+
+
+def test_shell_stays_when_kubectl_is_killed(lab: Lab, tmp_path: Path) -> None:
+    # as with K3s's containerd (k3s-io/k3s#13749, kubernetes/kubectl#1076): the shell outlives the session
+    lab.put_pod(make_pod("left-behind", "app"))
+    child = spawn(lab, "exec", "-it", "-n", NAMESPACE, "left-behind", "--", "sh")
+    child.expect_exact(PROMPT)
+    pidfile = tmp_path / "pid"
+    child.sendline(f"echo $$ > {pidfile}")
+    child.expect_exact(PROMPT)
+    pid = int(pidfile.read_text())
+    child.terminate(force=True)
+    time.sleep(0.5)
+    try:
+        os.kill(pid, 0)  # still there
+    finally:
+        os.kill(pid, signal.SIGKILL)

@@ -91,6 +91,15 @@ def _in_spec(pod: Mapping[str, Any], name: str) -> bool:
 class KubeletStreams:
     def __init__(self, runtime: ContainerRuntime) -> None:
         self.runtime = runtime
+        # exec sessions whose client went away while their command goes on
+        self._abandoned: dict[asyncio.Task[None], Session] = {}
+
+    async def _cleanup(self, _app: web.Application) -> None:
+        for task, session in list(self._abandoned.items()):
+            session.kill()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     def add_to(self, app: web.Application) -> None:
         for kind, handler in (("exec", self.exec), ("attach", self.attach)):
@@ -99,6 +108,7 @@ class KubeletStreams:
             app.router.add_route("GET", f"/{kind}/{{namespace}}/{{pod}}/{{uid}}/{{container}}", handler)
             app.router.add_route("POST", f"/{kind}/{{namespace}}/{{pod}}/{{uid}}/{{container}}", handler)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
+        app.on_cleanup.append(self._cleanup)
 
     # --- common -------------------------------------------------------------------------------------
     @staticmethod
@@ -219,11 +229,15 @@ class KubeletStreams:
         client = asyncio.ensure_future(self._client(ws, protocol, session))
         pumps = [asyncio.ensure_future(self._pump(ws, protocol, ch, fd)) for ch, fd in session.outputs]
         exited = asyncio.ensure_future(session.proc.wait())
+        abandoned = False
         try:
-            await asyncio.wait([client, exited], return_when=asyncio.FIRST_COMPLETED)
-            if not exited.done():  # the client went away first
-                session.hang_up()
-                await asyncio.wait([exited], timeout=5)
+            try:
+                await asyncio.wait([client, exited], return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # aiohttp 3.8 cancels the handler when the client goes
+                abandoned = True
+                raise
+            if not exited.done():  # the client went away first: the command goes on without it
+                abandoned = True
                 return
             if pumps:
                 await asyncio.wait(pumps, timeout=DRAIN)
@@ -238,14 +252,20 @@ class KubeletStreams:
         finally:
             for task in (client, *pumps):
                 task.cancel()
-            for waited in (client, *pumps, exited):
+            for waited in (client, *pumps):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await waited
-            if session.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    session.proc.kill()
-                await session.proc.wait()
-            session.close()
+            if abandoned:
+                exited.cancel()
+                task = asyncio.ensure_future(session.abandon())
+                self._abandoned[task] = session
+                task.add_done_callback(self._abandoned.pop)
+            else:
+                exited.cancel()
+                if session.proc.returncode is None:  # cancelled (the server stops)
+                    session.kill()
+                    await session.proc.wait()
+                session.close()
 
     # --- attach -------------------------------------------------------------------------------------
     async def attach(self, request: web.Request) -> web.StreamResponse:

@@ -155,14 +155,28 @@ class Session:
         assert code is not None
         return 128 - code if code < 0 else code
 
-    def hang_up(self) -> None:
-        """The client went away: a hangup (SIGHUP to the pty's session), or the end of a command on pipes."""
+    async def abandon(self) -> None:
+        """The client went away and the command goes on, as with containerd (kubernetes/kubernetes#89031,
+        k3s-io/k3s#13749): on pipes its stdin ends and its output goes nowhere (a write gets SIGPIPE); a pty
+        stays open, its output read and dropped, until the command ends. Then the fds are closed."""
+        if not self.tty:
+            self.close()
+        else:
+            assert self.stdin_fd is not None
+            with contextlib.suppress(OSError):
+                while await read_fd(self.stdin_fd):
+                    pass
+        await self.proc.wait()
+        self.close()
+
+    def kill(self) -> None:
+        """End the command and everything in its session (the kubelet's server stops)."""
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 if self.tty:
-                    os.killpg(self.proc.pid, signal.SIGHUP)
+                    os.killpg(self.proc.pid, signal.SIGKILL)
                 else:
-                    self.proc.terminate()
+                    self.proc.kill()
 
     def close(self) -> None:
         for fd in {self.stdin_fd, *(fd for _, fd in self.outputs)} - {None}:
