@@ -1,6 +1,7 @@
 # gorkheavy-lite: two commands do everything.
-#   make site   - set up the controller and run site.yml against the inventory (INVENTORY=...)
+#   make lab    - set up this machine, bring the lab up, run site.yml on it and open the chat
 #   make test   - set up everything the tests need and run the whole suite
+# On real Proxmox: make site INVENTORY=inventory/mylab
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -74,6 +75,31 @@ docs: venv ## regenerate the variables table in README.md from meta/argument_spe
 .PHONY: site
 site: venv ## run site.yml (all stages present) against INVENTORY
 	scripts/site.sh $(INVENTORY)
+
+# The lab (app/gorkheavy_lab/lab/README.md): the Proxmox VE stand-in as a local service whose VMs are systemd test
+# hosts on the podman network gorkheavy-lab, site.yml with inventory/lab, then gorkheavy chat through kubectl exec.
+LAB := PYTHONPATH=$(CURDIR)/app $(VENV)/bin/python -m gorkheavy_lab.lab
+
+.PHONY: test-image
+test-image: system-deps ## build the systemd test-host image when its recipe changed
+	scripts/build-test-image.sh
+
+.PHONY: lab
+lab: venv test-image ## bring the lab up (or converge it), run site.yml on it, open gorkheavy chat
+	$(LAB) up
+	$(LAB) chat
+
+.PHONY: lab-chat
+lab-chat: venv ## the chat again: kubectl exec -it -n gorkheavy deploy/orchestrator -- gorkheavy chat
+	$(LAB) chat
+
+.PHONY: lab-status
+lab-status: venv ## what of the lab exists and runs
+	$(LAB) status
+
+.PHONY: lab-down
+lab-down: venv ## remove everything the lab created, and nothing else
+	$(LAB) down
 
 .PHONY: clean
 clean: ## remove build output (keeps .venv)
