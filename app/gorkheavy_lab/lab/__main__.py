@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             return lab.up(site=not args.no_site, extra=extra)
         if args.command == "site":
-            return lab.run_site(extra)
+            return lab.run_site(extra).returncode
         if args.command == "chat":
             return lab.chat()
         if args.command == "status":

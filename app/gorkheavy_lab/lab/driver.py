@@ -10,7 +10,6 @@ checked before it is signalled), plus the files the cluster and provision stages
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import ipaddress
 import json
 import os
@@ -25,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gorkheavy_lab.lab.site import SiteRun, run_site
 
 NETWORK = "gorkheavy-lab"
 # Not 10.42/16 (K3s's pods), 10.43/16 (its Services) or 10.88/16 (podman's default network).
@@ -330,13 +331,16 @@ class Lab:
                 "--backend", "podman", "--network", self.settings.network,
                 "--name-prefix", self.settings.container_prefix, "--image", self.settings.image,
             ]  # fmt: skip
-        return [sys.executable, "-m", "tests.standins.proxmox", *common, "--agent-delay", "0.2"]
+        return [sys.executable, "-m", "gorkheavy_lab.proxmox", *common, "--agent-delay", "0.2"]
 
     def podman_backend_available(self) -> bool:
-        return (
-            importlib.util.find_spec("gorkheavy_lab.proxmox") is not None
-            and (self.settings.repo / "app" / "gorkheavy_lab" / "proxmox" / "podman.py").exists()
+        """Whether this checkout's Proxmox stand-in can back its VMs with podman containers."""
+        result = _run(
+            [sys.executable, "-m", "gorkheavy_lab.proxmox", "serve", "--help"],
+            cwd=self.settings.repo,
+            env=self._python_env(),
         )
+        return result.returncode == 0 and "--backend" in result.stdout and "podman" in result.stdout
 
     def ensure_proxmox(self) -> int:
         """Start the stand-in unless it runs; return its port."""
@@ -409,10 +413,26 @@ class Lab:
         env.setdefault("ANSIBLE_FORCE_COLOR", "1" if sys.stdout.isatty() else "0")
         return env
 
-    def run_site(self, extra: Sequence[str] = ()) -> int:
+    def run_site(self, extra: Sequence[str] = (), *, echo: bool = True) -> SiteRun:
+        """site.yml on the lab, its output shown as it comes (and kept in .lab/logs/), timed per stage."""
         command = self.site_command(extra)
         self.out("lab: " + " ".join(command))
-        return subprocess.run(command, cwd=self.settings.repo, env=self.site_env(), check=False).returncode
+        logs = self.settings.state_dir / "logs"
+        logs.mkdir(mode=0o700, exist_ok=True)
+        log = logs / f"site-{time.strftime('%Y%m%dT%H%M%S')}.log"
+        run = run_site(
+            command,
+            cwd=self.settings.repo,
+            env=self.site_env(),
+            echo=sys.stdout if echo else None,
+            log=log,
+            announce=lambda text: self.out(f"lab: {text}"),
+        )
+        timings = ", ".join(f"{stage} {sec:.0f} s" for stage, sec in run.stage_seconds.items())
+        self.out(
+            f"lab: site.yml exit {run.returncode} after {run.seconds:.0f} s ({timings}); log {self._rel(log)}"
+        )
+        return run
 
     def up(self, *, site: bool = True, extra: Sequence[str] = ()) -> int:
         steps: list[tuple[str, Callable[[], object]]] = [
@@ -434,7 +454,7 @@ class Lab:
         if not site:
             return 0
         self.out(f"lab: [{total}/{total}] site.yml on the lab: provision, prepare, cluster, ensemble")
-        rc = self.run_site(extra)
+        rc = self.run_site(extra).returncode
         if rc != 0:
             self.out(
                 f"lab: site.yml failed (exit {rc}); the lab stays up. Fix the cause and run `make lab` again."
