@@ -189,11 +189,19 @@ class KubeletStreams:
                 **env,
                 "TERM": "xterm",
             }  # as containerd's exec with a terminal sets it, over the container's
+        find_ptmx = getattr(self.runtime, "ptmx", None)
         try:
+            ptmx = find_ptmx(namespace, pod, container) if opts.tty and find_ptmx is not None else None
             session = await Session.start(
-                argv, env, tty=opts.tty, stdin=opts.stdin, stdout=opts.stdout, stderr=opts.stderr
+                argv,
+                env,
+                tty=opts.tty,
+                stdin=opts.stdin,
+                stdout=opts.stdout,
+                stderr=opts.stderr,
+                ptmx=ptmx,
             )
-        except OSError as exc:
+        except (OSError, LookupError) as exc:
             await self._finish(
                 ws, protocol, channels.internal_error(f"error executing command in container: {exc}")
             )

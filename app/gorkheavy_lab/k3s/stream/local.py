@@ -46,6 +46,11 @@ class LocalRuntime:
             return ["env", "-C", spec["workingDir"], "--", *argv], env
         return list(argv), env
 
+    def ptmx(self, namespace: str, pod: str, container: str) -> Path | None:
+        """The machine's own ``/dev/ptmx``: these containers share the machine's devpts."""
+        self._running(namespace, pod, container)
+        return Path("/dev/ptmx")
+
     def attach_stdin(self, namespace: str, pod: str, container: str) -> Path | None:
         self._running(namespace, pod, container)
         return self.stdin_paths.get((namespace, pod, container))

@@ -15,8 +15,30 @@ import signal
 import struct
 import termios
 from dataclasses import dataclass, field
+from pathlib import Path
 
 CHUNK = 32 * 1024
+# Linux's ioctls on a pty master (asm-generic numbers, as on amd64 and arm64): unlock the pty, open its peer
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
+
+
+def open_pty(ptmx: Path | None) -> tuple[int, int]:
+    """(master, slave): from the given ``ptmx`` (a container's own devpts, as runc allocates an exec's
+    terminal inside the container, so ``tty`` names it there) or from the node's."""
+    if ptmx is None:
+        return pty.openpty()
+    try:
+        master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return pty.openpty()  # the terminal works all the same; only its name is not the container's
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    except BaseException:
+        os.close(master)
+        raise
+    return master, int(slave)
 
 
 def _controlling_terminal() -> None:  # runs in the child between fork and exec
@@ -77,10 +99,18 @@ class Session:
 
     @classmethod
     async def start(
-        cls, argv: list[str], env: dict[str, str], *, tty: bool, stdin: bool, stdout: bool, stderr: bool
+        cls,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        ptmx: Path | None = None,
     ) -> Session:
         if tty:
-            master, slave = pty.openpty()
+            master, slave = open_pty(ptmx)
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *argv,

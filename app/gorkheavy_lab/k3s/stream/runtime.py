@@ -43,3 +43,11 @@ class ContainerRuntime(Protocol):
 
         Raises ``LookupError`` with the kubelet's own message when the container is not running."""
         ...
+
+
+# Optional, looked up with getattr: a runtime may also have
+#     def ptmx(self, namespace: str, pod: str, container: str) -> Path | None
+# the container's own /dev/ptmx as the node sees it (e.g. /proc/<pid>/root/dev/ptmx of a process in the
+# container, when the container mounts a devpts of its own), so that an exec's terminal is allocated in the
+# container as runc allocates it and `tty` inside names it; without it the terminal comes from the node's
+# /dev/ptmx and works the same, but the container cannot name it (`tty`: "not a tty").
