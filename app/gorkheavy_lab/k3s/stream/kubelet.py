@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 from . import channels
 from .channels import Protocol, ProtocolError
 from .logs import Formatter, LogOptions, OptionError, parse_record, split_lines, tail_start
-from .process import Session
+from .process import Session, read_fd, write_fd
 from .runtime import ContainerRuntime
 
 POLL = 0.2  # seconds between looks at a followed log file
@@ -226,8 +226,6 @@ class KubeletStreams:
                 continue  # the streaming server skips what it cannot use and goes on
 
     async def _pump(self, ws: web.WebSocketResponse, protocol: Protocol, channel: int, fd: int) -> None:
-        from .process import read_fd  # noqa: PLC0415
-
         while data := await read_fd(fd):
             await self._send(ws, protocol, channel, data)
 
@@ -314,8 +312,6 @@ class KubeletStreams:
         return ws
 
     async def _attach_input(self, ws: web.WebSocketResponse, protocol: Protocol, fd: int | None) -> None:
-        from .process import write_fd  # noqa: PLC0415
-
         async for msg in ws:
             if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
                 continue
