@@ -20,6 +20,7 @@ from gorkheavy_lab.k3s.testing import kubectl_binary
 
 from tests.hosts.systemd_host import SystemdHost, build_image
 from tests.integration.k3s_standin.test_cluster_hosts import _install
+from tests.unit.k3s_stream.harness import edit_and_interrupt
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 PROMPT = "pod$ "
@@ -121,18 +122,9 @@ def test_terminal_through_the_agent(kubeconfig: Path) -> None:
         codec_errors="replace",
     )
     child.expect_exact(PROMPT)
-    child.send("echo ab")
-    child.send("x")
-    child.send("\x7f")
-    child.send("c\r")
-    child.expect_exact("\r\nabc\r\n")
-    child.expect_exact(PROMPT)
-    child.sendline("sh -c 'echo running; exec sleep 30'")
-    child.expect_exact("running\r\n")
-    child.sendintr()
-    child.expect_exact(PROMPT, timeout=5)
-    child.sendline("echo status=$?; stty size")
-    child.expect_exact("status=130\r\n24 80\r\n")
+    edit_and_interrupt(child, PROMPT)
+    child.sendline("stty size")
+    child.expect_exact("24 80\r\n")
     child.expect_exact(PROMPT)
     child.sendline("exit 3")
     child.expect(pexpect.EOF)

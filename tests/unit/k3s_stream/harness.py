@@ -243,3 +243,22 @@ def write(path: Path, *records: tuple[str, str, str, str]) -> None:
     with path.open("a") as f:
         for when, stream, tag, text in records:
             f.write(f"{when} {stream} {tag} {text}\n")
+
+
+def edit_and_interrupt(child: Any, prompt: str) -> None:
+    """At a shell on an exec'd terminal (a pexpect child): a line corrected with backspace by the pty's line
+    discipline, and Ctrl-C ending the foreground job only (status 130), the shell staying."""
+    child.send("echo ab")
+    child.send("x")
+    child.send("\x7f")
+    child.send("c\r")
+    child.expect_exact("\r\nabc\r\n")
+    child.expect_exact(prompt)
+    # the job says when it runs: it is the terminal's foreground process group before it prints
+    child.sendline("sh -c 'echo running; exec sleep 30'")
+    child.expect_exact("running\r\n")
+    child.sendintr()
+    child.expect_exact(prompt, timeout=5)
+    child.sendline("echo status=$?")
+    child.expect_exact("status=130\r\n")
+    child.expect_exact(prompt)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pexpect
 
-from tests.unit.k3s_stream.harness import NAMESPACE, Lab, make_pod
+from tests.unit.k3s_stream.harness import NAMESPACE, Lab, edit_and_interrupt, make_pod
 
 PROMPT = "kstream$ "
 
@@ -47,24 +47,9 @@ def test_interactive_shell_through_a_deployment(lab: Lab) -> None:
     lab.put_pod(make_pod("orchestrator-7d9f-x2k4q", "orchestrator", labels={"app": "orchestrator"}))
     child = spawn(lab, "exec", "-it", "-n", NAMESPACE, "deploy/orchestrator", "--", "sh")
     child.expect_exact(PROMPT)
-    # line editing by the pty's line discipline: the backspace takes back the x
-    child.send("echo ab")
-    child.send("x")
-    child.send("\x7f")
-    child.send("c\r")
-    child.expect_exact("\r\nabc\r\n")
-    child.expect_exact(PROMPT)
+    edit_and_interrupt(child, PROMPT)
     child.sendline("stty size; tty; echo TERM=$TERM")
     child.expect(r"24 80\r\n/dev/pts/\d+\r\nTERM=xterm\r\n")
-    child.expect_exact(PROMPT)
-    # Ctrl-C: SIGINT for the foreground job only; the shell stays and reports it
-    # (the job says when it runs: it is the terminal's foreground process group before it prints)
-    child.sendline("sh -c 'echo running; exec sleep 30'")
-    child.expect_exact("running\r\n")
-    child.sendintr()
-    child.expect_exact(PROMPT, timeout=5)
-    child.sendline("echo status=$?")
-    child.expect_exact("status=130")
     child.expect_exact(PROMPT)
     # the window grows: kubectl sends the size on the resize channel, the pty takes it
     # (kubectl sends it from its SIGWINCH handler, so keystrokes typed at once may still overtake it)
