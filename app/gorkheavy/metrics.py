@@ -64,13 +64,10 @@ class Metrics:
             registry=r,
         )
         self.backend_connections = Counter(
-            "gorkheavy_backend_connections_total",
-            "Connections to model servers that calls took: newly opened or reused from the pool.",
-            ["kind"],
+            "gorkheavy_backend_connections_opened_total",
+            "New connections to model servers (a call that finds an idle one in the pool opens none).",
             registry=r,
         )
-        self._opened = self.backend_connections.labels("opened")
-        self._reused = self.backend_connections.labels("reused")
         self.winners = Counter(
             "gorkheavy_winner_total", "Which expert's answer was chosen.", ["name"], registry=r
         )
@@ -90,8 +87,8 @@ class Metrics:
             self.model_seconds.labels(event.name, event.stage, "error").observe(event.seconds)
             self.model_errors.labels(event.name, event.cause.value if event.cause else "unknown").inc()
 
-    def on_connection(self, new: bool) -> None:
-        (self._opened if new else self._reused).inc()
+    def on_connection(self) -> None:
+        self.backend_connections.inc()
 
     def on_result(self, result: EnsembleResult) -> None:
         if result.cache:

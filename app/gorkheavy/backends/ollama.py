@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -41,8 +41,8 @@ _URL_ERRORS = (aiohttp.InvalidURL, ValueError)  # base_url aiohttp cannot use (y
 _DRAIN_SECONDS = 0.5
 _DRAIN_BYTES = 64 * 1024
 
-ConnectionListener = Callable[[bool], None]
-"""Told of every backend connection a call takes: True for a new one, False for one from the pool."""
+ConnectionListener = Callable[[], None]
+"""Told of every new connection to a model server (a call that finds one in the pool opens none)."""
 
 
 def pull_hint(spec: ModelSpec) -> str:
@@ -55,21 +55,16 @@ def model_present(model: str, available: Sequence[str]) -> bool:
     return any(name in (model, wanted) for name in available)
 
 
-def _connection_trace(listener: ConnectionListener) -> aiohttp.TraceConfig:
-    async def created(
-        session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceConnectionCreateEndParams
-    ) -> None:
-        listener(True)
+def _counting_sockets(listener: ConnectionListener) -> Callable[[tuple[Any, ...]], socket.socket]:
+    """The connector's socket factory: a socket as aiohttp makes it, and ``listener`` told of it."""
 
-    async def reused(
-        session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceConnectionReuseconnParams
-    ) -> None:
-        listener(False)
+    def make(addr_info: tuple[Any, ...]) -> socket.socket:
+        family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
+        sock = socket.socket(family=family, type=kind, proto=proto)
+        listener()
+        return sock
 
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_create_end.append(created)
-    trace.on_connection_reuseconn.append(reused)
-    return trace
+    return make
 
 
 def make_session(
@@ -80,16 +75,19 @@ def make_session(
     on_connection: ConnectionListener | None = None,
 ) -> aiohttp.ClientSession:
     """The process's one pooled session (``max_connections`` 0 means bounded only by the caller; an idle
-    connection is kept ``keepalive_s`` seconds; ``on_connection`` hears of every connection taken)."""
+    connection is kept ``keepalive_s`` seconds; ``on_connection`` hears of every new connection)."""
     connector = aiohttp.TCPConnector(
-        limit=max_connections, limit_per_host=0, ttl_dns_cache=30, keepalive_timeout=keepalive_s
+        limit=max_connections,
+        limit_per_host=0,
+        ttl_dns_cache=30,
+        keepalive_timeout=keepalive_s,
+        socket_factory=_counting_sockets(on_connection) if on_connection else None,
     )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
         headers={"User-Agent": f"gorkheavy/{__version__}"},
         raise_for_status=False,
-        trace_configs=[_connection_trace(on_connection)] if on_connection else None,
     )
 
 
