@@ -417,6 +417,11 @@ async def drive_sessions(
         "load_client_loop_lag_ms": {"p99": pct(lag, 99) * 1000, "max": max(lag) * 1000} if lag else None,
         "rss_before_mb": baseline / 1024,
         "rss_peak_mb": max(peak, rss_kib(pid, "VmHWM")) / 1024,
+        "samples": [
+            {"round": "cold" if values is cold else "warm", "seconds": e2e, "timings": t}
+            for values in (cold, warm)
+            for e2e, t in values
+        ],
     }
 
 
@@ -468,12 +473,13 @@ class LoadSetup:
     on the first CPU, the stand-ins and this load client on the others (as in the cluster, where the
     model servers run elsewhere; other programs on the machine still share every CPU). ``loop``: the
     event loop of the stand-ins and the load client (``uvloop`` makes the load generator cheaper; the
-    server's own loop is its configuration's).
+    server's own loop is its configuration's). ``samples``: a file that gets one JSON line per request.
     """
 
     warm: int | None = None
     pin: bool = False
     loop: str = "asyncio"
+    samples: Path | None = None
 
     def cpus(self) -> tuple[frozenset[int] | None, frozenset[int] | None]:
         """(the server's CPUs, everything else's), or (None, None) when not pinned."""
@@ -509,6 +515,10 @@ def bench_load(workdir: Path, levels: Sequence[int], rounds: int, setup: LoadSet
                 with gorkheavy_serve(config, workdir, server_cpus) as (api, pid):
                     before = load_average()
                     figures = run_loop(drive_sessions(api, pid, sessions, rounds, backends), setup.loop)
+                samples = figures.pop("samples")
+                if setup.samples is not None:  # one JSON line per request: its time and its timings
+                    with setup.samples.open("a", encoding="utf-8") as out:
+                        out.writelines(json.dumps({"sessions": sessions, **x}) + "\n" for x in samples)
                     figures["load_average_before_after"] = [before, load_average()]
                 for key in ("all", "first_round_cold", "later_rounds_warm"):
                     if figures[key]:
@@ -521,7 +531,7 @@ def bench_load(workdir: Path, levels: Sequence[int], rounds: int, setup: LoadSet
         "latencies_s": lat,
         "critical_path_s": path,
         "rounds_per_session": rounds,
-        "setup": dataclasses.asdict(setup),
+        "setup": {**dataclasses.asdict(setup), "samples": str(setup.samples) if setup.samples else None},
         "levels": results,
     }
 
@@ -658,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="asyncio",
         help="event loop of the load part's stand-ins and load client",
     )
+    parser.add_argument("--samples", type=Path, help="load part: append every request's timings (JSON lines)")
     parser.add_argument("--rounds", type=int, default=4, help="requests per session in the load part")
     parser.add_argument("--requests", type=int, default=200, help="sequential requests in the overhead part")
     parser.add_argument("--client-worker", help=argparse.SUPPRESS)
@@ -688,7 +699,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             missed = []
             lines = []
             for run in range(1, args.repeat + 1):
-                figures = bench_load(workdir, levels, args.rounds, LoadSetup(args.warm, args.pin, args.loop))
+                figures = bench_load(
+                    workdir, levels, args.rounds, LoadSetup(args.warm, args.pin, args.loop, args.samples)
+                )
                 show(f"(c) concurrent sessions against one server, run {run} of {args.repeat}", figures)
                 for level in figures["levels"]:
                     lines.append(f"run {run}: {one_line(level)}")

@@ -12,18 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import aiosqlite
+from typing import Any, Protocol, TypeVar
 
 from gorkheavy.config import AppConfig
 from gorkheavy.core.redact import redact
 from gorkheavy.core.types import Exchange
+
+_T = TypeVar("_T")
 
 
 class MemoryStoreError(Exception):
@@ -108,55 +110,112 @@ CREATE INDEX IF NOT EXISTS exchanges_by_session ON exchanges (session, id);
 """
 
 
-class SqliteStore:
-    """One aiosqlite connection (its own thread), WAL journal; writes committed in groups.
+_Read = tuple[str, int, "asyncio.Future[list[Exchange]]"]
+_Write = tuple[str, Exchange, int, "asyncio.Future[None]"]
+_SQLITE_ERRORS = (sqlite3.Error, RuntimeError)  # RuntimeError: the store's thread is shut down
 
-    A read is one hop to the database thread. Writes are queued and one writer task commits everything
-    queued so far in one transaction (insert all, prune each session, commit: four hops for the whole
-    group), so a burst of answers finishing together costs a few hops instead of two per answer, and the
-    last of them does not wait behind every other one. A failed group fails each of its writes.
+
+def _sqlite_connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # autocommit (transactions are explicit); used only on the store's own thread
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+
+def _sqlite_setup(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA busy_timeout=5000")
+    connection.executescript(_SQLITE_SCHEMA)
+
+
+class SqliteStore:
+    """One SQLite connection on a thread of its own (WAL journal); reads and writes go there in batches.
+
+    Whatever has queued up while the thread was busy goes in one hop: the reads of every request that
+    arrived meanwhile (one indexed SELECT each), and the writes of every answer that finished meanwhile
+    (one transaction: insert all, prune each session, commit). So a burst of requests costs a few hops
+    instead of one per read and four per write, a write does not wait behind hundreds of single reads,
+    and the event loop is woken once per batch. A failed batch fails each of its operations.
     """
 
     def __init__(
-        self, connection: aiosqlite.Connection, path: Path, retention: Retention | None = None
+        self,
+        connection: sqlite3.Connection,
+        thread: ThreadPoolExecutor,
+        path: Path,
+        retention: Retention | None = None,
     ) -> None:
         self._db = connection
+        self._thread = thread
         self._path = path
-        self._queued: list[tuple[str, Exchange, int, asyncio.Future[None]]] = []
+        self._reads: list[_Read] = []
+        self._reader: asyncio.Task[None] | None = None
+        self._queued: list[_Write] = []
         self._writer: asyncio.Task[None] | None = None
         self._retention = retention or Retention()
         self._pruned = 0.0  # the first write prunes what a previous run left
 
     @classmethod
     async def open(cls, path: Path, retention: Retention | None = None) -> SqliteStore:
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gorkheavy-sqlite")
+        loop = asyncio.get_running_loop()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            connection = await aiosqlite.connect(path, isolation_level=None)
-        except (OSError, aiosqlite.Error) as exc:
+            connection = await loop.run_in_executor(thread, _sqlite_connect, path)
+        except (OSError, sqlite3.Error) as exc:
+            thread.shutdown(wait=False)
             raise MemoryStoreError(
                 f"cannot open the SQLite memory at {path} ({exc}); set memory.path to a writable file"
             ) from None
         try:
-            await connection.execute("PRAGMA journal_mode=WAL")
-            await connection.execute("PRAGMA synchronous=NORMAL")
-            await connection.execute("PRAGMA busy_timeout=5000")
-            await connection.executescript(_SQLITE_SCHEMA)
-        except aiosqlite.Error as exc:
-            await connection.close()
+            await loop.run_in_executor(thread, _sqlite_setup, connection)
+        except sqlite3.Error as exc:
+            await loop.run_in_executor(thread, connection.close)
+            thread.shutdown(wait=False)
             raise MemoryStoreError(f"cannot use the SQLite memory at {path} ({exc})") from None
-        return cls(connection, path, retention)
+        return cls(connection, thread, path, retention)
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``function(*args)`` on the store's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    # -- reads -----------------------------------------------------------------------------------------------
 
     async def recent(self, session: str, limit: int) -> list[Exchange]:
         if limit <= 0:
             return []
-        try:
-            rows = await self._db.execute_fetchall(
+        done: asyncio.Future[list[Exchange]] = asyncio.get_running_loop().create_future()
+        self._reads.append((session, limit, done))
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_queued())
+        return await done
+
+    async def _read_queued(self) -> None:
+        while self._reads:
+            batch, self._reads = self._reads, []
+            try:
+                found = await self._run(self._select, [(session, limit) for session, limit, _ in batch])
+            except _SQLITE_ERRORS as exc:
+                error = MemoryStoreError(f"cannot read the SQLite memory at {self._path} ({exc})")
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(error)
+            else:
+                for (*_, done), exchanges in zip(batch, found, strict=True):
+                    if not done.done():  # a caller that left has a cancelled future
+                        done.set_result(exchanges)
+
+    def _select(self, wanted: list[tuple[str, int]]) -> list[list[Exchange]]:
+        """On the store's thread: the last ``limit`` exchanges of each session, oldest first."""
+        out = []
+        for session, limit in wanted:
+            rows = self._db.execute(
                 "SELECT user_text, answer, winner FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?",
                 (session, limit),
-            )
-        except (aiosqlite.Error, ValueError) as exc:  # ValueError: the connection is closed
-            raise MemoryStoreError(f"cannot read the SQLite memory at {self._path} ({exc})") from None
-        return [Exchange(str(r[0]), str(r[1]), str(r[2])) for r in reversed(list(rows))]
+            ).fetchall()
+            out.append([Exchange(str(r[0]), str(r[1]), str(r[2])) for r in reversed(rows)])
+        return out
+
+    # -- writes ----------------------------------------------------------------------------------------------
 
     async def append(self, session: str, exchange: Exchange, keep: int) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -170,7 +229,7 @@ class SqliteStore:
             group, self._queued = self._queued, []
             try:
                 await self._commit(group)
-            except (aiosqlite.Error, ValueError) as exc:  # ValueError: the connection is closed
+            except _SQLITE_ERRORS as exc:
                 error = MemoryStoreError(f"cannot write the SQLite memory at {self._path} ({exc})")
                 for *_, done in group:
                     if not done.done():
@@ -180,54 +239,66 @@ class SqliteStore:
                     if not done.done():
                         done.set_result(None)
 
-    async def _commit(self, group: list[tuple[str, Exchange, int, asyncio.Future[None]]]) -> None:
+    async def _commit(self, group: list[_Write]) -> None:
         now = time.time()
-        await self._db.execute("BEGIN IMMEDIATE")
+        prune = self._retention.due(self._pruned, now)
+        if prune:
+            self._pruned = now
+        rows = [(s, now, e.user, e.answer, e.winner) for s, e, _, _ in group]
+        keeps = {s: max(keep, 0) for s, _, keep, _ in group}
+        await self._run(self._transaction, rows, keeps, now if prune else None)
+
+    def _transaction(
+        self, rows: list[tuple[str, float, str, str, str]], keeps: dict[str, int], prune_at: float | None
+    ) -> None:
+        """On the store's thread: one transaction for a group of writes (and the retention prune when due)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
         try:
-            await self._db.executemany(
+            db.executemany(
                 "INSERT INTO exchanges (session, created, user_text, answer, winner) VALUES (?, ?, ?, ?, ?)",
-                [(s, now, e.user, e.answer, e.winner) for s, e, _, _ in group],
+                rows,
             )
-            keeps = {s: max(keep, 0) for s, _, keep, _ in group}
-            await self._db.executemany(
+            db.executemany(
                 "DELETE FROM exchanges WHERE session = ? AND id NOT IN "
                 "(SELECT id FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?)",
                 [(s, s, keep) for s, keep in keeps.items()],
             )
-            if self._retention.due(self._pruned, now):
-                await self._prune(now)
-            await self._db.execute("COMMIT")
+            if prune_at is not None:
+                self._prune(prune_at)
+            db.execute("COMMIT")
         except BaseException:
-            with contextlib.suppress(aiosqlite.Error, ValueError):
-                await self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
             raise
 
-    async def _prune(self, now: float) -> None:
-        self._pruned = now
+    def _prune(self, now: float) -> None:
         if self._retention.idle_seconds:
-            await self._db.execute(
+            self._db.execute(
                 "DELETE FROM exchanges WHERE session IN "
                 "(SELECT session FROM exchanges GROUP BY session HAVING max(created) < ?)",
                 (now - self._retention.idle_seconds,),
             )
         if self._retention.max_sessions:
-            await self._db.execute(
+            self._db.execute(
                 "DELETE FROM exchanges WHERE session IN (SELECT session FROM exchanges GROUP BY session "
                 "ORDER BY max(id) DESC LIMIT -1 OFFSET ?)",
                 (self._retention.max_sessions,),
             )
 
     async def check(self) -> str:
-        async with self._db.execute("SELECT count(*) FROM exchanges") as cursor:
-            row = await cursor.fetchone()
+        row = await self._run(lambda: self._db.execute("SELECT count(*) FROM exchanges").fetchone())
         count = row[0] if row else 0
         return f"SQLite memory at {self._path} ({count} stored exchanges)"
 
     async def close(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await self._writer
-        await self._db.close()
+        for task in (self._reader, self._writer):
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
+        with contextlib.suppress(*_SQLITE_ERRORS):
+            await self._run(self._db.close)
+        self._thread.shutdown(wait=False)
 
 
 _PG_SCHEMA = """

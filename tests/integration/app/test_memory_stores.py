@@ -178,7 +178,7 @@ async def test_postgres_unreachable_says_what_to_fix() -> None:
 async def test_sqlite_failures_become_store_errors_that_say_where(tmp_path: Path) -> None:
     store = await SqliteStore.open(tmp_path / "m.db")
     try:
-        await store._db.execute("PRAGMA query_only=1")  # every write now fails inside SQLite
+        await store._run(store._db.execute, "PRAGMA query_only=1")  # every write now fails inside SQLite
         with pytest.raises(MemoryStoreError, match=r"cannot write the SQLite memory at .*m\.db"):
             await store.append("s", Exchange("q", "a"), keep=5)
         assert await store.recent("s", 5) == []
@@ -271,5 +271,26 @@ async def test_sqlite_commits_a_burst_of_writes_in_a_few_groups(tmp_path: Path) 
         await asyncio.gather(*(store.append(f"s{n}", Exchange(f"q{n}", "a"), keep=5) for n in range(300)))
         assert commits <= 3  # the first write alone, then everything queued meanwhile
         assert all([await store.recent(f"s{n}", 5) == [Exchange(f"q{n}", "a")] for n in range(300)])
+    finally:
+        await store.close()
+
+
+async def test_sqlite_reads_a_burst_of_sessions_in_a_few_hops(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "m.db")
+    hops = 0
+    select = store._select
+
+    def counted(wanted: list[tuple[str, int]]) -> list[list[Exchange]]:
+        nonlocal hops
+        hops += 1
+        return select(wanted)
+
+    store._select = counted  # type: ignore[method-assign]
+    try:
+        await asyncio.gather(*(store.append(f"s{n}", Exchange(f"q{n}", "a"), keep=5) for n in range(300)))
+        found = await asyncio.gather(*(store.recent(f"s{n}", 5) for n in range(300)))
+        assert found == [[Exchange(f"q{n}", "a")] for n in range(300)]  # each session its own answer
+        assert hops <= 3  # the first read alone, then everything queued meanwhile
+        assert await store.recent("nobody", 5) == []
     finally:
         await store.close()

@@ -23,6 +23,7 @@ import pytest
 import yaml
 from aiohttp import web
 from gorkheavy import api
+from gorkheavy.backends.memory import SqliteStore
 from gorkheavy.config import build
 from gorkheavy.server import STATE, create_app, make_runner
 from gorkheavy_lab.ollama import ModelBehavior, OllamaStandin
@@ -414,7 +415,9 @@ async def sqlite_server(
     async with running(app) as url, aiohttp.ClientSession() as http:
         runtime = app[STATE].runtime
         assert runtime is not None
-        await runtime.store._db.execute(breaking_sql)  # type: ignore[attr-defined]
+        store = runtime.store
+        assert isinstance(store, SqliteStore)
+        await store._run(store._db.execute, breaking_sql)
         yield url, http
 
 

@@ -60,7 +60,6 @@ def test_the_wheelhouse_is_content_addressed_and_complete(example: Rendered, tmp
         "pydantic",
         "pydantic_core",
         "pyyaml",
-        "aiosqlite",
         "prometheus_client",
     } <= names
     assert all("-none-any" in p.name or "manylinux" in p.name for p in wheelhouse.glob("*.whl"))
