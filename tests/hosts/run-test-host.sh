@@ -5,6 +5,7 @@
 # Usage: tests/hosts/run-test-host.sh NAME [PUBLIC_KEY_FILE]
 #   IMAGE=...  another image (default localhost/gorkheavy-testhost:bookworm)
 #   TESTHOST_IP_FORWARD=0|1  IPv4 forwarding in the host's network namespace (default 0, as on a fresh VM)
+#   TESTHOST_NETWORK=NAME    a podman network of the caller's instead of podman's default one
 # Remove the host with: podman rm -f NAME
 #
 # The container is deliberately NOT --privileged: a privileged container can set the machine's clock, load
@@ -20,7 +21,9 @@ image="${IMAGE:-localhost/gorkheavy-testhost:bookworm}"
 ip_forward="${TESTHOST_IP_FORWARD:-0}"
 case "$ip_forward" in 0 | 1) ;; *) echo "run-test-host: TESTHOST_IP_FORWARD must be 0 or 1, got $ip_forward" >&2; exit 2 ;; esac
 podman image exists "$image" || { echo "run-test-host: $image is missing; run scripts/build-test-image.sh" >&2; exit 1; }
-podman --runtime runc run -d --name "$name" --hostname "$name" \
+network_args=()
+if [ -n "${TESTHOST_NETWORK:-}" ]; then network_args=(--network "$TESTHOST_NETWORK"); fi
+podman --runtime runc run -d --name "$name" --hostname "$name" "${network_args[@]}" \
   --systemd=always --cap-add NET_ADMIN,NET_RAW,AUDIT_WRITE \
   --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 --sysctl net.ipv4.ip_forward="$ip_forward" \
   --label gorkheavy.testhost=1 "$image" /sbin/init >/dev/null
@@ -42,4 +45,8 @@ podman exec "$name" sh -c 'mkdir -p /etc/systemd/logind.conf.d &&
 if [ -n "$pubkey" ]; then
   podman exec -i "$name" sh -c 'install -d -m 0700 /root/.ssh && cat >/root/.ssh/authorized_keys && chmod 0600 /root/.ssh/authorized_keys' <"$pubkey"
 fi
-podman inspect -f '{{.NetworkSettings.IPAddress}}' "$name"
+if [ -n "${TESTHOST_NETWORK:-}" ]; then
+  podman inspect -f "{{(index .NetworkSettings.Networks \"$TESTHOST_NETWORK\").IPAddress}}" "$name"
+else
+  podman inspect -f '{{.NetworkSettings.IPAddress}}' "$name"
+fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 from dataclasses import dataclass, field
@@ -28,14 +29,23 @@ class SystemdHost:
     address: str = field(init=False, default="")
 
     @classmethod
-    def start(cls, prefix: str, root_public_key: Path) -> SystemdHost:
+    def start(
+        cls, prefix: str, root_public_key: Path, *, network: str = "", ip_forward: bool | None = None
+    ) -> SystemdHost:
+        """``network``: a podman network of the caller's (default: podman's); ``ip_forward``: see the README."""
         host = cls(f"{prefix}-{secrets.token_hex(3)}", root_public_key)
+        env = dict(os.environ)
+        if network:
+            env["TESTHOST_NETWORK"] = network
+        if ip_forward is not None:
+            env["TESTHOST_IP_FORWARD"] = "1" if ip_forward else "0"
         result = subprocess.run(
             [str(REPO / "tests/hosts/run-test-host.sh"), host.name, str(root_public_key)],
             capture_output=True,
             text=True,
             check=False,
             timeout=120,
+            env=env,
         )
         if result.returncode != 0:
             host.remove()

@@ -142,6 +142,7 @@ class Kubelet:
         self._cluster: DNSAndProxy | None = None
         self._events: dict[tuple[str, str, str, str], tuple[str, int]] = {}
         self._runner: web.AppRunner | None = None
+        self._worker_tasks: set[asyncio.Task[None]] = set()
 
     # --- ContainerRuntime (gorkheavy_lab.k3s.stream) ------------------------------------------------
     def pod(self, namespace: str, name: str) -> Obj | None:
@@ -300,7 +301,8 @@ class Kubelet:
             worker = PodWorker(self, pod)
             self.workers[uid] = worker
             task = asyncio.create_task(self._run_worker(worker))
-            worker._tasks.append(task)
+            self._worker_tasks.add(task)
+            task.add_done_callback(self._worker_tasks.discard)
         else:
             worker.pod = {**pod, "status": worker.pod.get("status", {})}
 

@@ -145,6 +145,18 @@ class PodWorker:
     # --- life cycle ---------------------------------------------------------------------------------
     async def run(self) -> None:
         writer = asyncio.create_task(self._status_writer())
+        life = asyncio.create_task(self._guarded())
+        try:
+            await self.stopping.wait()  # the pod is deleted (or the kubelet stops)
+            await self._teardown()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(life, timeout=5)
+        finally:
+            life.cancel()
+            self.stopped.set()
+            writer.cancel()
+
+    async def _guarded(self) -> None:
         try:
             await self._run()
         except asyncio.CancelledError:
@@ -152,11 +164,6 @@ class PodWorker:
         except Exception as exc:  # the kubelet goes on with the other pods
             self.kubelet.log.error(f"pod {self.full_name} failed: {type(exc).__name__}: {exc}")
             await self.event("Warning", "Failed", f"Error: {exc}")
-        finally:
-            await self.stopping.wait()
-            await self._teardown()
-            self.stopped.set()
-            writer.cancel()
 
     async def _run(self) -> None:
         self.changed()
