@@ -53,7 +53,9 @@ NDJSON_TYPE: Final = "application/x-ndjson"
 
 _FOREVER: Final = MAX_DURATION
 _log = logging.getLogger(__name__)
-_CLOSING: Final = web.AppKey("closing", asyncio.Event)
+# aiohttp 3.9 added typed application keys; Debian 12's python3-aiohttp (3.8), which the lab's nodes run the
+# stand-in on as the ollama image's CLI, takes a plain string key
+_CLOSING: Final[Any] = web.AppKey("closing", asyncio.Event) if hasattr(web, "AppKey") else "closing"
 
 
 @dataclass

@@ -166,6 +166,14 @@ class Kubelet:
             raise LookupError(f'container not found ("{container}")')
         return exec_argv(running, argv)
 
+    def ptmx(self, namespace: str, pod: str, container: str) -> Path | None:
+        """The container's own devpts (runtime.py mounts one per container), as the node sees it."""
+        running = self._worker(namespace, pod).running.get(container)
+        if running is None or running.process.returncode is not None:
+            return None
+        path = Path(f"/proc/{running.process.pid}/root/dev/pts/ptmx")
+        return path if path.exists() else None
+
     def attach_stdin(self, namespace: str, pod: str, container: str) -> Path | None:
         worker = self._worker(namespace, pod)
         if container not in worker.running:
