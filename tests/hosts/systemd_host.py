@@ -32,7 +32,8 @@ class SystemdHost:
     def start(
         cls, prefix: str, root_public_key: Path, *, network: str = "", ip_forward: bool | None = None
     ) -> SystemdHost:
-        """``network``: a podman network of the caller's (default: podman's); ``ip_forward``: see the README."""
+        """Start a host; ``network``: a podman network of the caller's (default: podman's); ``ip_forward``:
+        IPv4 forwarding in its network namespace (README.md; default off)."""
         host = cls(f"{prefix}-{secrets.token_hex(3)}", root_public_key)
         env = dict(os.environ)
         if network:
