@@ -27,6 +27,11 @@ from .selectors import field_matcher, label_matcher
 from .store import Event, Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# POST to a subresource other than status (``pods/binding``): (request, type, namespace, name) -> response
+SubresourceHandler = Callable[[web.Request, ResourceType, str, str], Awaitable[web.StreamResponse]]
+# deletes one object as the apiserver's registry does (finalizers, graceful deletion, propagation):
+# (type, current object, DeleteOptions) -> the object to answer with
+Deleter = Callable[[ResourceType, Obj, Obj], Obj]
 HEALTH_CHECKS = ("ping", "log", "etcd", "informer-sync", "shutdown")
 NODE_READS = frozenset(
     {
@@ -59,6 +64,10 @@ class ApiServer:
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     # discovery entries served by extra_routes (group, version, APIResource), e.g. pods/exec
     extra_resources: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    # behaviour the controllers (``controllers/``) hang on the routes; the defaults store as sent
+    subresource_handlers: dict[tuple[str, str, str], SubresourceHandler] = field(default_factory=dict)
+    deleter: Deleter | None = None
+    on_written: Callable[[ResourceType, Obj], None] | None = None
 
     # --- identity -----------------------------------------------------------------------------------
     @staticmethod
@@ -312,6 +321,9 @@ class ApiServer:
                 405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
             )
         self.authorize(user, verb, rtype, name, namespace)
+        custom = self.subresource_handlers.get((rtype.group, rtype.plural, sub)) if sub else None
+        if custom is not None and method == "POST":
+            return await custom(request, rtype, namespace, name)
         if rtype.namespaced and namespace and verb == "create":
             from .core import NAMESPACES  # noqa: PLC0415 - core imports nothing from here at load time
 
@@ -328,8 +340,8 @@ class ApiServer:
         if verb in {"update", "patch"}:
             return await self._write(request, rtype, namespace, name, sub=sub, verb=verb)
         if verb == "delete":
-            return self._delete(rtype, namespace, name)
-        return self._delete_collection(request, rtype, namespace or None)
+            return self._delete(rtype, namespace, name, await self._delete_options(request))
+        return self._delete_collection(request, rtype, namespace or None, await self._delete_options(request))
 
     # helpers
     @staticmethod
@@ -575,7 +587,14 @@ class ApiServer:
         if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
             raise conflict(rtype.plural, name, rtype.group)
         # the server owns these fields
-        for key in ("uid", "creationTimestamp", "generation", "resourceVersion"):
+        for key in (
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ):
             if key in current["metadata"]:
                 meta[key] = current["metadata"][key]
             else:
@@ -595,25 +614,51 @@ class ApiServer:
             new["metadata"]["generation"] = int(current["metadata"].get("generation", 1)) + 1
         if new == current or request.query.get("dryRun") == "All":
             return self._warned(current if new == current else new, warnings)
-        return self._warned(self.store.replace(rtype, new), warnings)
+        written = self.store.replace(rtype, new)
+        if self.on_written is not None:
+            self.on_written(rtype, written)
+        return self._warned(written, warnings)
 
-    def _delete(self, rtype: ResourceType, namespace: str, name: str) -> web.Response:
+    async def _delete_options(self, request: web.Request) -> Obj:
+        """DeleteOptions from the body (kubectl, client-go) and the query (gracePeriodSeconds, ...)."""
+        options: Obj = {}
+        if request.can_read_body:
+            body = await self._body(request)
+            if isinstance(body, dict):
+                options.update(body)
+        for key in ("gracePeriodSeconds", "propagationPolicy", "orphanDependents"):
+            if key in request.query:
+                value: Any = request.query[key]
+                if key == "gracePeriodSeconds":
+                    try:
+                        value = int(value)
+                    except ValueError as exc:
+                        raise bad_request(f"gracePeriodSeconds: invalid value {value!r}") from exc
+                elif key == "orphanDependents":
+                    value = value == "true"
+                options[key] = value
+        if request.query.get("dryRun"):
+            options["dryRun"] = [request.query["dryRun"]]
+        return options
+
+    def delete_object(self, rtype: ResourceType, current: Obj, options: Obj) -> Obj:
+        if self.deleter is not None:
+            return self.deleter(rtype, current, options)
+        if rtype.on_delete is not None:
+            rtype.on_delete(current, self.store)
+        meta = current["metadata"]
+        return self.store.delete(rtype, meta.get("namespace", ""), meta["name"]) or current
+
+    def _delete(self, rtype: ResourceType, namespace: str, name: str, options: Obj) -> web.Response:
         current = self.store.get(rtype, namespace, name)
         if current is None:
             raise not_found(rtype.plural, name, rtype.group)
-        if rtype.on_delete is not None:
-            rtype.on_delete(current, self.store)
-        obj = self.store.delete(rtype, namespace, name) or current
-        return self.json(obj)
+        return self.json(self.delete_object(rtype, current, options))
 
     def _delete_collection(
-        self, request: web.Request, rtype: ResourceType, namespace: str | None
+        self, request: web.Request, rtype: ResourceType, namespace: str | None, options: Obj
     ) -> web.Response:
-        items = self._filtered(request, rtype, namespace)
-        for obj in items:
-            if rtype.on_delete is not None:
-                rtype.on_delete(obj, self.store)
-            self.store.delete(rtype, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        items = [self.delete_object(rtype, obj, options) for obj in self._filtered(request, rtype, namespace)]
         return self.json(
             {
                 "kind": f"{rtype.kind}List",
