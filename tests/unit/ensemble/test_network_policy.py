@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from gorkheavy_lab.k3s.controllers.netpol import Endpoint, connection_allowed
 
-from tests.unit.ensemble.k8s_sim import Endpoint, connection_allowed
 from tests.unit.ensemble.rendering import Obj, Rendered
 
 NAMESPACES = {
