@@ -271,7 +271,8 @@ class Agent:
 
     async def register(self, control: dict[str, Any]) -> None:
         ident = self.config.identity
-        obj = ident.node_object(self.config.release, control.get("PodCIDR", "10.42.0.0/24"))
+        # spec.podCIDR is not the kubelet's: the controller-manager's node IPAM assigns it after registration
+        obj = ident.node_object(self.config.release)
         status, body = await self._api("POST", "/api/v1/nodes", obj)
         if status == 409:
             # re-registration keeps the node's labels and taints (flags apply only at registration) and the

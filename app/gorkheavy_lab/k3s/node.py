@@ -88,7 +88,7 @@ class NodeIdentity:
         """The kubelet renews its lease every quarter of the lease duration (10 s by default)."""
         return self.lease_seconds / 4
 
-    def node_object(self, release: Release, pod_cidr: str) -> dict[str, Any]:
+    def node_object(self, release: Release) -> dict[str, Any]:
         arch = release.arch
         labels = {
             "beta.kubernetes.io/arch": arch,
@@ -112,11 +112,7 @@ class NodeIdentity:
             "node.alpha.kubernetes.io/ttl": "0",
             "volumes.kubernetes.io/controller-managed-attach-detach": "true",
         }
-        spec: dict[str, Any] = {
-            "podCIDR": pod_cidr,
-            "podCIDRs": [pod_cidr],
-            "providerID": f"k3s://{self.name}",
-        }
+        spec: dict[str, Any] = {"providerID": f"k3s://{self.name}"}
         if self.taints:
             spec["taints"] = [dict(t) for t in self.taints]
         return {

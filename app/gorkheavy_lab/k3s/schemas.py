@@ -27,6 +27,14 @@ KINDS = (
     "persistentvolumeclaim-v1",
     "deployment-apps-v1",
     "networkpolicy-networking-v1",
+    "replicaset-apps-v1",
+    "binding-v1",
+    "persistentvolume-v1",
+    "storageclass-storage-v1",
+    "endpointslice-discovery-v1",
+    "endpoints-v1",
+    "ingress-networking-v1",
+    "ingressclass-networking-v1",
 )
 REF_PREFIX = "/api/_definitions.json#/$defs/"
 

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import images, systemd
+from . import controllers, images, systemd
 from .agent import Agent, AgentConfig
 from .kube import core, workloads
 from .kube.api import ApiServer
@@ -38,7 +38,12 @@ from .stream import apiserver as stream_api
 from .tokens import TokenError, parse
 
 # What the server's API is made of; a later stage appends its own extension here (kube/extensions.py).
-EXTENSIONS: tuple[Extension, ...] = (core.extension, workloads.extension, stream_api.extension)
+EXTENSIONS: tuple[Extension, ...] = (
+    core.extension,
+    workloads.extension,
+    stream_api.extension,
+    controllers.extension,
+)
 
 
 class FatalError(Exception):
@@ -289,16 +294,8 @@ class Supervisor:
                 "ServiceIPRange": (_values_list(self.values, "service-cidr") or ["10.43.0.0/16"])[0],
                 "FlannelBackend": self.values.get("flannel-backend", "vxlan"),
                 "DisableNPC": bool(self.values.get("disable-network-policy")),
-                "PodCIDR": self._pod_cidr(cidr, request.headers.get("K3s-Node-Name", "")),
             }
         )
-
-    def _pod_cidr(self, cluster_cidr: str, node: str) -> str:
-        network = ipaddress.ip_network(cluster_cidr, strict=False)
-        subnets = list(network.subnets(new_prefix=24)) if network.prefixlen <= 24 else [network]
-        names = sorted(n["metadata"]["name"] for n in self.api.store.list(core.NODES))
-        index = names.index(node) if node in names else len(names)
-        return str(subnets[index % len(subnets)])
 
     async def readyz(self, request: web.Request) -> web.Response:
         self._auth(request)

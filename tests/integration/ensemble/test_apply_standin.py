@@ -2,11 +2,13 @@
 
 The stand-in runs as a local process with its own data directory and kubeconfig; the playbook runs with the
 example inventory pointed at that kubeconfig. Nothing is shipped to a node here
-(``orchestrator_artifact_hosts`` is empty) and the rollout wait is off: the stand-in runs no pods (its
-README), so no Deployment ever becomes available there. What is checked is what the API sees: the objects
-created, a second run changed=0 through the same path, ``--check --diff`` reporting a real difference
-without writing it, a roster removal deleting exactly that model's objects, the real kubectl listing them
-and ``kubectl rollout status`` reading the Deployments' status; and the wait's failure report.
+(``orchestrator_artifact_hosts`` is empty) and the rollout wait is off: the stand-in's control plane turns
+the Deployments into pods and schedules them on its one node (the server, where only the orchestrator fits),
+but no kubelet runs them here, so no Deployment ever becomes available. What is checked is what the API
+sees: the objects created, a second run changed=0 through the same path, ``--check --diff`` reporting a real
+difference without writing it, a roster removal deleting exactly that model's objects, the real kubectl
+listing them, ``kubectl rollout status`` reading the Deployments' status and the scheduler's reason for the
+models' pods; and the wait's failure report.
 """
 
 from __future__ import annotations
@@ -111,14 +113,23 @@ def test_apply_second_run_check_diff_swap_and_removal(
     table = kubectl(kubeconfig, "get", "deploy,svc,pvc,networkpolicy", "-n", "gorkheavy").stdout
     for name in (*MODELS, "orchestrator", "default-deny"):
         assert name in table
-    # No pod runs here, so the rollout waits; kubectl reads the deployment controller's status as it would.
+    # No kubelet runs pods here, so the rollout waits; kubectl reads the deployment controller's status.
     rollout = kubectl(
         kubeconfig, "rollout", "status", "deploy/llama", "-n", "gorkheavy", "--timeout=3s", check=False
     )
     assert rollout.returncode == 1
-    assert 'Waiting for deployment "llama" rollout to finish: 0 out of 1 new replicas have been updated' in (
+    assert 'Waiting for deployment "llama" rollout to finish: 0 of 1 updated replicas are available' in (
         rollout.stdout
     )
+    # the models stay off the server, whose node is the only one: the scheduler says why
+    events = kubectl(
+        kubeconfig, "get", "events", "-n", "gorkheavy", "--field-selector", "reason=FailedScheduling"
+    )
+    assert "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector." in events.stdout
+    orchestrator = json.loads(
+        kubectl(kubeconfig, "get", "pods", "-n", "gorkheavy", "-l", "app=orchestrator", "-o", "json").stdout
+    )
+    assert [p["spec"]["nodeName"] for p in orchestrator["items"]] == ["ens-server"]
     # The server defaulted fields the templates leave out, and the apply path did not fight them.
     service = json.loads(kubectl(kubeconfig, "get", "svc", "llama", "-n", "gorkheavy", "-o", "json").stdout)
     assert service["spec"]["clusterIP"].startswith("10.43.")
@@ -210,8 +221,10 @@ def test_a_rollout_that_does_not_finish_names_the_pod_and_its_reason(
     cluster: tuple[Process, Path], tmp_path_factory: Any, tmp_path: Path
 ) -> None:
     """The wait and the report through the real tasks: a pod of llama, as the kubelet would report it when its
-    pull step keeps failing (the stand-in runs no pods, so the test writes that pod and its event through the
-    API), makes the play fail after the rollout timeout with the pod's state and event."""
+    pull step keeps failing (no kubelet runs pods here, so the test writes that pod and its event through the
+    API; it carries llama's labels but not the ReplicaSet's pod-template-hash, so no ReplicaSet adopts it),
+    makes the play fail after the rollout timeout with the pod's state and event, next to the ReplicaSet's
+    own pod that the scheduler could not place."""
     _process, kubeconfig = cluster
     cache = tmp_path_factory.mktemp("artifacts")
     _play(kubeconfig, cache)
@@ -273,4 +286,5 @@ def test_a_rollout_that_does_not_finish_names_the_pod_and_its_reason(
     assert "init container pull: waiting: CrashLoopBackOff" in out
     assert "last run ended: Error, exit code 1; 3 restart(s)" in out
     assert "event Warning BackOff: Back-off restarting failed container pull" in out
+    assert "event Warning FailedScheduling: 0/1 nodes are available" in out
     assert "gorkheavy-orchestrator" not in out.split("Stop with the reason", 1)[1], "it stops at the models"

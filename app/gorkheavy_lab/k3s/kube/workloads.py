@@ -12,22 +12,17 @@ What the apiserver does for them that the apply path can see is modelled here, a
 - Deployments count spec changes in ``metadata.generation``, default ``replicas`` (1),
   ``revisionHistoryLimit`` (10), ``progressDeadlineSeconds`` (600) and the rolling-update strategy
   (25%/25%), refuse a selector that does not match the template's labels or that changes (immutable in
-  apps/v1), and carry a ``status`` subresource. The status part of the deployment controller keeps
-  ``status`` current from the pods the selector matches (``observedGeneration``, ``replicas``,
-  ``updatedReplicas``, ``readyReplicas``, ``availableReplicas``, ``unavailableReplicas``, the ``Available``
-  and ``Progressing`` conditions), so ``kubectl rollout status`` and kubernetes.core's waiter read what they
-  read on a cluster. It creates no ReplicaSets and no pods (nothing runs pods here, README.md): every matching
-  pod counts as one of the current template.
+  apps/v1), and carry a ``status`` subresource. The deployment controller (ReplicaSets, Pods, status) is
+  in ``controllers/deployments.py``.
 - ConfigMaps, Secrets (``type`` ``Opaque`` by default and immutable, ``stringData`` folded into ``data``)
-  and NetworkPolicies (``policyTypes`` defaulted from the rules) are stored as sent. Ingresses are not
-  served (no schema subset for them yet): the optional Ingress cannot be applied to the stand-in.
+  and NetworkPolicies (``policyTypes`` defaulted from the rules) are stored as sent. Ingresses are served by
+  ``controllers/ingress.py``.
 
 Validation against the 1.36 schemas (``validation.py``) applies to all of them; the schema subsets are in
 ``data/schemas/v1.36`` (``schemas.KINDS``)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ipaddress
 from typing import Any
@@ -35,7 +30,7 @@ from typing import Any
 from .errors import invalid
 from .extensions import Cluster, Controller
 from .registry import Column, Obj, Registry, ResourceType
-from .store import Store, now_rfc3339
+from .store import Store
 from .tables import AGE, NAME
 
 SERVICE_NETWORK = ipaddress.ip_network("10.43.0.0/16")
@@ -351,110 +346,7 @@ def register(registry: Registry) -> None:
         registry.register(rtype)
 
 
-def _pod_ready(pod: Obj) -> bool:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True")
-    return False
-
-
-def _condition(kind: str, ok: bool, reason: str, message: str, before: list[Obj]) -> Obj:
-    status = "True" if ok else "False"
-    old = next((c for c in before if c.get("type") == kind), None)
-    stamp = now_rfc3339()
-    changed = old is None or old.get("status") != status
-    since = stamp if changed or old is None else old.get("lastTransitionTime", stamp)
-    updated = (
-        stamp if changed or old is None or old.get("reason") != reason else old.get("lastUpdateTime", stamp)
-    )
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since,
-        "lastUpdateTime": updated,
-    }
-
-
-def deployment_status(deployment: Obj, pods: list[Obj]) -> Obj:
-    """``status`` as the deployment controller reports it for these pods (those the selector matches)."""
-    spec = deployment.get("spec") or {}
-    wanted = int(spec.get("replicas", 1))
-    selector = (spec.get("selector") or {}).get("matchLabels") or {}
-    mine = [
-        p
-        for p in pods
-        if p["metadata"].get("namespace") == deployment["metadata"].get("namespace")
-        and not p["metadata"].get("deletionTimestamp")
-        and all((p["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
-    ]
-    ready = sum(1 for p in mine if _pod_ready(p))
-    name = deployment["metadata"]["name"]
-    before = (deployment.get("status") or {}).get("conditions") or []
-    complete = ready >= wanted and len(mine) == wanted
-    status: Obj = {"observedGeneration": deployment["metadata"].get("generation", 1)}
-    if mine:
-        status.update(replicas=len(mine), updatedReplicas=len(mine))
-    if ready:
-        status.update(readyReplicas=ready, availableReplicas=ready)
-    if wanted - ready > 0:
-        status["unavailableReplicas"] = wanted - ready
-    status["conditions"] = [
-        _condition(
-            "Available",
-            ready >= wanted,
-            "MinimumReplicasAvailable" if ready >= wanted else "MinimumReplicasUnavailable",
-            "Deployment has minimum availability."
-            if ready >= wanted
-            else "Deployment does not have minimum availability.",
-            before,
-        ),
-        _condition(
-            "Progressing",
-            True,
-            "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated",
-            f'ReplicaSet "{name}" has successfully progressed.'
-            if complete
-            else f'ReplicaSet "{name}" is progressing.',
-            before,
-        ),
-    ]
-    return status
-
-
-def _same(old: Obj, new: Obj) -> bool:
-    def strip(status: Obj) -> Obj:
-        conditions = [
-            {k: v for k, v in c.items() if k not in {"lastTransitionTime", "lastUpdateTime"}}
-            for c in status.get("conditions") or []
-        ]
-        return {**status, "conditions": conditions}
-
-    return strip(old) == strip(new)
-
-
-def sync_deployments(store: Store, pods: ResourceType) -> list[str]:
-    """One pass of the status part of the deployment controller; returns the Deployments it updated."""
-    all_pods = store.list(pods)
-    updated = []
-    for deployment in store.list(DEPLOYMENTS):
-        status = deployment_status(deployment, all_pods)
-        if not _same(deployment.get("status") or {}, status):
-            store.replace(DEPLOYMENTS, {**deployment, "status": status})
-            updated.append(deployment["metadata"]["name"])
-    return updated
-
-
 def extension(cluster: Cluster) -> list[Controller]:
-    """The ensemble stage's API: the workload types above, and the deployment controller's status part."""
+    """The ensemble stage's API: the workload types above (their controllers are in ``controllers/``)."""
     register(cluster.registry)
-    pods = cluster.registry.get("", "v1", "pods")
-
-    async def deployment_status_controller() -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            if pods is not None:
-                sync_deployments(cluster.store, pods)
-
-    return [deployment_status_controller()]
+    return []
