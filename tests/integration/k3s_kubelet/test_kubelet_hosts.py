@@ -193,6 +193,13 @@ def test_pod_runs_as_its_user_and_logs(cluster: Cluster) -> None:
     assert {"Pulling", "Pulled", "Created", "Started"} <= set(reasons)
     # a process of uid 1000 on the node: the pod's user namespace maps uids one to one
     assert "1000" in agent.sh("ps -o uid= -C sleep").stdout.split()
+    # kubectl exec runs in the container: its user, working directory and the pod's resolv.conf
+    inside = cluster.kubectl("exec", "hello", "--", "sh", "-c", "id -u; pwd; head -n 1 /etc/resolv.conf")
+    assert inside.splitlines() == [
+        "1000",
+        "/tmp",
+        "search default.svc.cluster.local svc.cluster.local cluster.local",
+    ]
     cluster.kubectl("delete", "pod", "hello", "--wait=false")
     _wait(
         lambda: "sleep" not in agent.sh("ps -o comm= -u 1000", check=False).stdout,
@@ -226,6 +233,35 @@ def test_crash_loop_restarts_with_back_off(cluster: Cluster) -> None:
     assert events["Started"]["count"] >= 3
     assert cluster.kubectl("logs", "crash", "--previous").startswith("attempt at ")
     cluster.kubectl("delete", "pod", "crash", "--wait=false")
+
+
+def test_failing_liveness_probe_restarts_the_container(cluster: Cluster) -> None:
+    pod = _python_pod(
+        "liveness",
+        cluster.agents[1].name,
+        "exec python3 -m http.server 8080",
+        terminationGracePeriodSeconds=2,
+    )
+    pod["spec"]["containers"][0]["ports"] = [{"name": "web", "containerPort": 8080}]
+    pod["spec"]["containers"][0]["livenessProbe"] = {
+        "httpGet": {"path": "/missing", "port": "web"},
+        "initialDelaySeconds": 1,
+        "periodSeconds": 1,
+        "failureThreshold": 2,
+    }
+    cluster.apply(pod)
+
+    def restarted() -> bool:
+        statuses = cluster.pod("default", "liveness").get("status", {}).get("containerStatuses") or [{}]
+        return int(statuses[0].get("restartCount", 0)) >= 1
+
+    _wait(restarted, 40, "a restart after the liveness probe failed")
+    messages = {e["reason"]: e["message"] for e in cluster.events("default", "liveness")}
+    assert messages["Unhealthy"] == "Liveness probe failed: HTTP probe failed with statuscode: 404"
+    assert messages["Killing"] == "Container main failed liveness probe, will be restarted"
+    # the server answered the probes it failed: its log shows kube-probe's requests
+    assert '"GET /missing HTTP/1.1" 404' in cluster.kubectl("logs", "liveness", "--previous")
+    cluster.kubectl("delete", "pod", "liveness", "--wait=false")
 
 
 def test_unknown_image_fails_to_pull_as_containerd(cluster: Cluster) -> None:
