@@ -148,3 +148,35 @@ async def test_spdy_is_refused_with_a_clear_answer_and_discovery_lists_the_subre
     assert resources["pods/exec"] == ["create", "get"]
     assert resources["pods/attach"] == ["create", "get"]
     assert resources["pods/log"] == ["get"]
+
+
+async def test_api_translates_v5_and_proxies_the_older_protocols(lab: Lab, pod: str) -> None:
+    query = urlencode([("stdout", "true"), ("command", "sh"), ("command", "-c"), ("command", "exit 2")])
+    url = f"{lab.api_url}/api/v1/namespaces/{NAMESPACE}/pods/{pod}/exec?{query}"
+    # v5: the translator's own first message, the exit in the translator's words
+    _, received = await session_messages(url, lab.admin_ssl(), channels.V5)
+    assert received[0] == b"\x01"
+    assert [m for m in received if m[:1] == b"\x01"] == [b"\x01"]  # the kubelet's empty one is not passed on
+    status = json.loads(received[-1][1:])
+    assert (
+        status["message"] == "command terminated with non-zero exit code: command terminated with exit code 2"
+    )
+    assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "2"}]
+    # v4: proxied, the kubelet's own words
+    _, received = await session_messages(url, lab.admin_ssl(), channels.V4)
+    assert json.loads(received[-1][1:])["message"] == (
+        "command terminated with non-zero exit code: error executing command [sh -c exit 2], exit code 2"
+    )
+    # a kubelet that refuses: after the upgrade, an InternalError Status
+    waiting = make_pod("refused", "app")
+    waiting["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ContainerCreating"}}
+    lab.put_pod(waiting)
+    url = f"{lab.api_url}/api/v1/namespaces/{NAMESPACE}/pods/refused/exec?{query}"
+    _, received = await session_messages(url, lab.admin_ssl(), channels.V5)
+    assert received[0] == b"\x01"
+    refused = json.loads(received[-1][1:])
+    assert (refused["reason"], refused["code"]) == ("InternalError", 500)
+    assert (
+        refused["message"]
+        == 'Internal error occurred: unable to upgrade connection: container not found ("app")'
+    )

@@ -6,13 +6,13 @@ as K3s prefers the addresses), and the request is relayed there over HTTPS with 
 client certificate (``client-kube-apiserver.crt``), the kubelet's serving certificate checked against the
 server CA.
 
-Exec and attach: a WebSocket from the client is relayed message by message to a WebSocket to the kubelet
-with the protocol the kubelet picked from the client's offer (kube-apiserver either proxies the upgraded
-connection byte for byte or, for ``v5.channel.k8s.io``, translates it to SPDY towards the kubelet; the
-stand-in's kubelet speaks the WebSocket protocols itself, so both hops carry the same messages). A kubelet
-that refuses (``container not found ("x")``) is answered to the client with the kubelet's status and text, as
-kube-apiserver passes a failed upgrade through; kubectl then retries with SPDY, gets the same answer, and
-prints ``error: unable to upgrade connection: container not found ("x")``.
+Exec and attach: a ``v5.channel.k8s.io`` client (kubectl 1.36 offers nothing else) is served as
+kube-apiserver's stream translator serves it: upgraded first, then joined to the kubelet's stream, the end of
+the command and any refusal reported as a Status on the error channel in the translator's words (kubectl:
+``error: Internal error occurred: unable to upgrade connection: container not found ("x")``). The older
+protocols are proxied as kube-apiserver proxies them: the kubelet's messages unchanged, a kubelet's refusal
+passed through as its HTTP answer. (kube-apiserver speaks SPDY to the kubelet; the stand-in's kubelet speaks
+the WebSocket protocols, so the stand-in uses those on the second hop.)
 
 Logs: the kubelet's ``/containerLogs`` answer streamed through; its errors become API errors as
 kube-apiserver's response checker makes them (400 BadRequest, 500 InternalError, with the kubelet's text)."""
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +36,8 @@ from ..kube.api import ApiServer
 from ..kube.errors import ApiError, bad_request, not_found
 from ..kube.extensions import Cluster, Controller
 from ..pki import ServerPKI
+from . import channels
+from .channels import Protocol
 from .logs import LogOptions, OptionError
 
 KUBELET_PORT = 10250
@@ -191,6 +194,8 @@ class Streams:
         offered = [
             p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
         ]
+        if channels.V5 in offered:
+            return await self._translate(request, url, base)
         session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
         )
@@ -214,6 +219,58 @@ class Streams:
         finally:
             await session.close()
 
+    async def _translate(self, request: web.Request, url: str, base: str) -> web.WebSocketResponse:
+        """A ``v5.channel.k8s.io`` client, as kube-apiserver's stream translator serves it: the client's
+        WebSocket is accepted first (with the translator's own empty first message), then the kubelet is
+        reached; a kubelet that refuses, or cannot be reached, ends the session with an InternalError Status
+        on the error channel (kubectl prints ``error: Internal error occurred: unable to upgrade connection:
+        container not found ("app")``), and the kubelet's end of the command comes back as the translator
+        words it."""
+        downstream = web.WebSocketResponse(protocols=(channels.V5,), autoping=True, max_msg_size=0)
+        await downstream.prepare(request)
+        query = request.query
+        first = (
+            channels.STDOUT
+            if _flag(query, "stdout")
+            else channels.STDERR
+            if _flag(query, "stderr")
+            else channels.ERROR
+        )
+        await downstream.send_bytes(bytes([first]))
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
+        )
+        try:
+            try:
+                try:
+                    upstream = await session.ws_connect(
+                        url, protocols=[channels.V5], ssl=self.ssl_context(), autoping=True, max_msg_size=0
+                    )
+                except aiohttp.WSServerHandshakeError:
+                    answer = await self._kubelet_answer(url, base, {}, session)
+                    await _end(downstream, _refused_status(answer.text or ""))
+                    return downstream
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    raise self._dial_error(base, exc) from exc
+            except ApiError as exc:
+                await _end(downstream, channels.internal_error(exc.message))
+                return downstream
+            await _relay(downstream, upstream, translate=True)
+            return downstream
+        finally:
+            await session.close()
+
+    async def _kubelet_answer(
+        self, url: str, base: str, headers: dict[str, str], session: aiohttp.ClientSession
+    ) -> web.Response:
+        try:
+            async with session.get(url, ssl=self.ssl_context(), headers=headers) as response:
+                body = await response.read()
+                ctype = response.headers.get("Content-Type", "text/plain")
+                return web.Response(status=response.status, body=body, headers={"Content-Type": ctype})
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise self._dial_error(base, exc) from exc
+
     async def _passthrough(
         self, request: web.Request, url: str, base: str, session: aiohttp.ClientSession | None = None
     ) -> web.Response:
@@ -224,12 +281,7 @@ class Streams:
         own = session is None
         session = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         try:
-            async with session.get(url, ssl=self.ssl_context(), headers=headers) as response:
-                body = await response.read()
-                ctype = response.headers.get("Content-Type", "text/plain")
-                return web.Response(status=response.status, body=body, headers={"Content-Type": ctype})
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise self._dial_error(base, exc) from exc
+            return await self._kubelet_answer(url, base, headers, session)
         finally:
             if own:
                 await session.close()
@@ -301,13 +353,59 @@ def _from_kubelet(code: int, text: str, name: str) -> ApiError:
     )
 
 
-async def _relay(downstream: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    """Messages both ways until one side closes; then the other is closed too."""
+def _refused_status(text: str) -> dict[str, Any]:
+    """What the translator reports when the kubelet refuses the upgrade: its Status if the answer is one,
+    else the SPDY client's ``unable to upgrade connection: <text>`` as an InternalError."""
+    try:
+        status = json.loads(text)
+    except ValueError:
+        status = None
+    if isinstance(status, dict) and status.get("kind") == "Status":
+        return status
+    return channels.internal_error(f"unable to upgrade connection: {text.strip()}")
+
+
+def _translated(message: bytes) -> bytes | None:
+    """A kubelet message for a v5 client as the translator passes it on: data unchanged, empty messages
+    dropped (the translator sent its own), the end of the command worded as the translator words it."""
+    if len(message) <= 1:
+        return None
+    if message[0] != channels.ERROR:
+        return message
+    try:
+        status = json.loads(message[1:])
+    except ValueError:
+        return message
+    if status.get("status") == "Success":
+        return bytes([channels.ERROR]) + channels.status_message(Protocol(channels.V5), channels.success())
+    if status.get("reason") == "NonZeroExitCode":
+        causes = (status.get("details") or {}).get("causes") or []
+        code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), "")
+        if str(code).isdigit():
+            translated = channels.exit_status(int(code), f"command terminated with exit code {code}")
+            return bytes([channels.ERROR]) + json.dumps(translated).encode()
+    text = f"error executing remote command: {status.get('message', '')}"
+    return bytes([channels.ERROR]) + json.dumps(channels.internal_error(text)).encode()
+
+
+async def _end(ws: web.WebSocketResponse, status: dict[str, Any]) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_bytes(bytes([channels.ERROR]) + json.dumps(status).encode())
+        await ws.close()
+
+
+async def _relay(
+    downstream: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, *, translate: bool = False
+) -> None:
+    """Messages both ways until one side closes; then the other is closed too. With ``translate``, the
+    kubelet's messages pass through :func:`_translated`."""
 
     async def pipe(source: Any, sink: Any) -> None:
         async for msg in source:
             if msg.type == WSMsgType.BINARY:
-                await sink.send_bytes(msg.data)
+                data = _translated(msg.data) if translate and source is upstream else msg.data
+                if data is not None:
+                    await sink.send_bytes(data)
             elif msg.type == WSMsgType.TEXT:
                 await sink.send_str(msg.data)
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
