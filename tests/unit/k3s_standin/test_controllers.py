@@ -361,3 +361,33 @@ def test_an_ingress_is_validated_like_the_apiserver_and_gets_the_default_class(p
     assert excinfo.value.code == 422
     assert 'spec.rules[0].http.paths[0].path: Invalid value: "api": must be an absolute path' in message
     assert "spec.rules[0].http.paths[0].backend.service.port: Invalid value" in message
+
+
+def test_pods_leave_an_unreachable_node_after_their_toleration(plane: Plane) -> None:
+    plane.create("deployments", _deployment(replicas=1))
+    plane.sync()
+    pod = plane.list("pods")[0]
+    lost = pod["spec"]["nodeName"]
+    node = plane.get("nodes", lost, "")
+    # what the node lifecycle controller writes for a node whose kubelet went silent
+    added = stamp(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=100))
+    node["spec"]["taints"] = [
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": added},
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": added},
+    ]
+    plane.store.replace(plane.rtype("nodes"), node)
+    plane.sync()
+    assert not plane.get("pods", pod["metadata"]["name"])["metadata"].get("deletionTimestamp"), (
+        "300 s tolerated"
+    )
+    node = plane.get("nodes", lost, "")
+    for taint in node["spec"]["taints"]:
+        taint["timeAdded"] = stamp(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=301))
+    plane.store.replace(plane.rtype("nodes"), node)
+    plane.sync()
+    evicted = plane.get("pods", pod["metadata"]["name"])
+    assert evicted["metadata"]["deletionTimestamp"], "evicted, and Terminating while its kubelet is gone"
+    cond = next(c for c in evicted["status"]["conditions"] if c["type"] == "DisruptionTarget")
+    assert cond["reason"] == "DeletionByTaintManager"
+    replacement = [p for p in plane.list("pods") if not p["metadata"].get("deletionTimestamp")]
+    assert [p["spec"]["nodeName"] for p in replacement] == ["n2" if lost == "n1" else "n1"]

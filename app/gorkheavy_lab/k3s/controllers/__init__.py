@@ -9,7 +9,8 @@ seeds the ``local-path`` StorageClass and the ``traefik`` IngressClass, and retu
 (``ControllerManager.run``) that runs a pass of every controller whenever the store changes (and at least
 every second, for the time-based parts: progress deadlines, minReadySeconds): node IPAM, the deployment and
 replica set controllers, the scheduler, the PV controller with the local-path provisioner, the EndpointSlice
-and Endpoints controllers, the garbage collector. Each module says what it models and what it does not."""
+and Endpoints controllers, the taint-eviction controller, the garbage collector. Each module says what it
+models and what it does not."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from . import endpoints, ingress, pods, storage
 from .common import Context
 from .deletion import Deleter
 from .deployments import REPLICASETS, Controllers
+from .eviction import TaintEviction
 from .ipam import NodeIpam
 from .scheduler import Scheduler
 from .storage import Volumes
@@ -50,6 +52,7 @@ class ControllerManager:
         self.volumes = Volumes(self.ctx)
         self.scheduler = Scheduler(self.ctx, self.volumes)
         self.endpoints = endpoints.Endpoints(self.ctx)
+        self.eviction = TaintEviction(self.ctx, self.deleter.delete)
         cidr = str(cluster.values.get("cluster-cidr") or "10.42.0.0/16").split(",")[0].strip()
         if isinstance(cluster.values.get("cluster-cidr"), list):
             cidr = str(cluster.values["cluster-cidr"][0]).split(",")[0].strip()
@@ -60,6 +63,7 @@ class ControllerManager:
         """One pass of every controller, in the order a change flows through them."""
         for step in (
             self.ipam.sync,
+            self.eviction.sync,
             self.deployments.sync,
             self.scheduler.sync,
             self.volumes.sync,
