@@ -8,7 +8,6 @@ import copy
 import datetime as dt
 import secrets
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,71 +156,54 @@ class Context:
         host: str = "",
         event_type: str = "Normal",
     ) -> None:
-        record_event(self.registry, self.store, involved, kind, reason, message, component, host, event_type)
-
-
-def record_event(  # noqa: PLR0917 - as Context.event
-    registry: Registry,
-    store: Store,
-    involved: Obj,
-    kind: str,
-    reason: str,
-    message: str,
-    component: str,
-    host: str = "",
-    event_type: str = "Normal",
-) -> None:
-    """A core/v1 Event about ``involved`` (of ``kind``); the same reason and message again raise its count, as
-    client-go's EventCorrelator aggregates repeats."""
-    events = registry.get("", "v1", "events")
-    if events is None:
-        return
-    meta = involved["metadata"]
-    namespace = meta.get("namespace") or "default"
-    ref = {
-        "kind": kind,
-        "namespace": meta.get("namespace", ""),
-        "name": meta["name"],
-        "uid": meta.get("uid", ""),
-        "apiVersion": involved.get("apiVersion", ""),
-        "resourceVersion": meta.get("resourceVersion", ""),
-    }
-    if not ref["namespace"]:
-        ref.pop("namespace")
-    when = stamp()
-    for existing in store.list(events, namespace):
-        other = existing.get("involvedObject") or {}
-        if (
-            other.get("uid") == ref["uid"]
-            and other.get("name") == ref["name"]
-            and existing.get("reason") == reason
-            and existing.get("message") == message
-            and (existing.get("source") or {}).get("component") == component
-        ):
-            existing["count"] = int(existing.get("count", 1)) + 1
-            existing["lastTimestamp"] = when
-            store.replace(events, existing)
+        """A core/v1 Event about ``involved`` (of ``kind``); the same reason and message again raise its
+        count, as client-go's EventCorrelator aggregates repeats."""
+        registry, store = self.registry, self.store
+        events = registry.get("", "v1", "events")
+        if events is None:
             return
-    source = {"component": component, **({"host": host} if host else {})}
-    store.create(
-        events,
-        {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": namespace},
-            "involvedObject": ref,
-            "reason": reason,
-            "message": message,
-            "source": source,
-            "firstTimestamp": when,
-            "lastTimestamp": when,
-            "count": 1,
-            "type": event_type,
-            "reportingComponent": component,
-            "reportingInstance": host or component,
-        },
-    )
-
-
-def names(objs: Iterable[Obj]) -> list[str]:
-    return [o["metadata"]["name"] for o in objs]
+        meta = involved["metadata"]
+        namespace = meta.get("namespace") or "default"
+        ref = {
+            "kind": kind,
+            "namespace": meta.get("namespace", ""),
+            "name": meta["name"],
+            "uid": meta.get("uid", ""),
+            "apiVersion": involved.get("apiVersion", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        }
+        if not ref["namespace"]:
+            ref.pop("namespace")
+        when = stamp()
+        for existing in store.list(events, namespace):
+            other = existing.get("involvedObject") or {}
+            if (
+                other.get("uid") == ref["uid"]
+                and other.get("name") == ref["name"]
+                and existing.get("reason") == reason
+                and existing.get("message") == message
+                and (existing.get("source") or {}).get("component") == component
+            ):
+                existing["count"] = int(existing.get("count", 1)) + 1
+                existing["lastTimestamp"] = when
+                store.replace(events, existing)
+                return
+        source = {"component": component, **({"host": host} if host else {})}
+        store.create(
+            events,
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": namespace},
+                "involvedObject": ref,
+                "reason": reason,
+                "message": message,
+                "source": source,
+                "firstTimestamp": when,
+                "lastTimestamp": when,
+                "count": 1,
+                "type": event_type,
+                "reportingComponent": component,
+                "reportingInstance": host or component,
+            },
+        )

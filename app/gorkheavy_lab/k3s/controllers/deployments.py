@@ -36,6 +36,7 @@ from typing import Any
 
 from ..kube.registry import Column, Obj, ResourceType
 from ..kube.tables import AGE, NAME
+from ..kube.workloads import DEPLOYMENTS
 from .common import (
     Context,
     active,
@@ -787,12 +788,7 @@ REPLICASETS = ResourceType(
     subresources=("status",),
     uses_generation=True,
     on_create=_rs_create,
-    merge_keys={
-        "spec.template.spec.containers": "name",
-        "spec.template.spec.initContainers": "name",
-        "spec.template.spec.volumes": "name",
-        "status.conditions": "type",
-    },
+    merge_keys=dict(DEPLOYMENTS.merge_keys),  # the same pod template and conditions
     columns=(
         NAME,
         Column(
