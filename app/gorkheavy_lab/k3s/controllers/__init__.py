@@ -6,16 +6,15 @@ which the node side (the kubelet) then runs.
 EndpointSlices, Endpoints, Ingresses and IngressClasses, gives Pods and claims the apiserver's admission and
 defaults, hooks deletion (finalizers, graceful pod deletion, propagation) and ``pods/binding`` into the API,
 seeds the ``local-path`` StorageClass and the ``traefik`` IngressClass, and returns one controller task
-(``ControllerManager.run``) that runs a pass of every controller whenever the store changes (and at least
-every second, for the time-based parts: progress deadlines, minReadySeconds): node IPAM, the deployment and
-replica set controllers, the scheduler, the PV controller with the local-path provisioner, the EndpointSlice
-and Endpoints controllers, the taint-eviction controller, the garbage collector. Each module says what it
-models and what it does not."""
+(``ControllerManager.run``) that runs a pass of every controller whenever an object they read changes (and
+at least every two seconds, for the time-based parts: progress deadlines, minReadySeconds,
+tolerationSeconds): node IPAM, taint eviction, the deployment and replica set controllers, the scheduler,
+the PV controller with the local-path provisioner, the EndpointSlice and Endpoints controllers, the garbage
+collector. Each module says what it models and what it does not."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from typing import Any
 
@@ -32,7 +31,8 @@ from .scheduler import Scheduler
 from .storage import Volumes
 
 DEBOUNCE = 0.05  # seconds to let a burst of writes settle before a pass
-PERIOD = 1.0
+PERIOD = 2.0  # a pass at least this often, for the time-based parts (deadlines, tolerationSeconds)
+QUIET = frozenset({"events", "leases"})
 
 
 def _chain(first: Any, second: Any) -> Any:
@@ -79,10 +79,19 @@ class ControllerManager:
 
     async def run(self) -> None:
         queue = self.ctx.store.subscribe()
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(queue.get(), PERIOD)
+                deadline = loop.time() + PERIOD
+                # wake for a change of what the controllers read; Events and Leases (written all the time by
+                # kubelets and by the controllers themselves) change nothing they decide
+                while loop.time() < deadline:
+                    try:
+                        event = await asyncio.wait_for(queue.get(), deadline - loop.time())
+                    except TimeoutError:
+                        break
+                    if event.rtype.plural not in QUIET:
+                        break
                 await asyncio.sleep(DEBOUNCE)
                 while not queue.empty():
                     queue.get_nowait()

@@ -175,15 +175,18 @@ class Context:
         if not ref["namespace"]:
             ref.pop("namespace")
         when = stamp()
-        for existing in store.list(events, namespace):
-            other = existing.get("involvedObject") or {}
+        for (group, plural, ns, _name), raw in store.items():
+            if (group, plural) != events.key or ns != namespace:
+                continue
+            other = raw.get("involvedObject") or {}
             if (
                 other.get("uid") == ref["uid"]
                 and other.get("name") == ref["name"]
-                and existing.get("reason") == reason
-                and existing.get("message") == message
-                and (existing.get("source") or {}).get("component") == component
+                and raw.get("reason") == reason
+                and raw.get("message") == message
+                and (raw.get("source") or {}).get("component") == component
             ):
+                existing = copy.deepcopy(raw)
                 existing["count"] = int(existing.get("count", 1)) + 1
                 existing["lastTimestamp"] = when
                 store.replace(events, existing)

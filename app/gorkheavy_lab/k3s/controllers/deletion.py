@@ -17,6 +17,7 @@ The garbage collector (``collect``, one pass): an object whose every owner (by u
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from typing import Any
 
@@ -102,12 +103,18 @@ class Deleter:
     # --- the garbage collector ------------------------------------------------------------------------
     def collect(self) -> None:
         store = self.ctx.store
+        types = {rtype.key: rtype for rtype in self.ctx.registry.all()}
         index: dict[str, tuple[ResourceType, Obj]] = {}
         typed: list[tuple[ResourceType, Obj]] = []
-        for rtype in self.ctx.registry.all():
-            for obj in store.list(rtype):
-                typed.append((rtype, obj))
-                index[obj["metadata"].get("uid", "")] = (rtype, obj)
+        # read without copying: only objects that have owners or are being deleted are worked on (copied)
+        for (group, plural, _ns, _name), raw in store.items():
+            rtype = types.get((group, plural))
+            if rtype is None:
+                continue
+            meta = raw.get("metadata") or {}
+            index[meta.get("uid", "")] = (rtype, raw)
+            if meta.get("ownerReferences") or meta.get("deletionTimestamp"):
+                typed.append((rtype, copy.deepcopy(raw)))
         dependents: dict[str, list[tuple[ResourceType, Obj]]] = {}
         for rtype, obj in typed:
             for ref in obj["metadata"].get("ownerReferences") or []:

@@ -454,9 +454,12 @@ class ApiServer:
                 if remaining <= 0:
                     break
                 try:
-                    event: Event = await asyncio.wait_for(queue.get(), remaining)
+                    # wake now and then to notice a client that went away, so that shutdown does not wait
+                    event: Event = await asyncio.wait_for(queue.get(), min(remaining, 1.0))
                 except TimeoutError:
-                    break
+                    if request.transport is None or request.transport.is_closing():
+                        break
+                    continue
                 if event.rtype.key != rtype.key or event.rv <= floor or not matches(event.obj):
                     continue
                 await send(event.type, event.obj)

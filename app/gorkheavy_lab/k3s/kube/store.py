@@ -86,11 +86,14 @@ class Store:
         return copy.deepcopy(obj) if obj is not None else None
 
     def list(self, rtype: ResourceType, namespace: str | None = None) -> list[Obj]:
-        out = []
-        for (group, plural, ns, _name), obj in sorted(self._objects.items()):
-            if (group, plural) == rtype.key and (namespace is None or ns == namespace):
-                out.append(copy.deepcopy(obj))
-        return out
+        # filter first, then sort and copy only the type's objects (the controllers list often)
+        group, plural = rtype.key
+        found = [
+            (key, obj)
+            for key, obj in self._objects.items()
+            if key[0] == group and key[1] == plural and (namespace is None or key[2] == namespace)
+        ]
+        return [copy.deepcopy(obj) for _key, obj in sorted(found, key=lambda item: item[0])]
 
     def items(self) -> Iterator[tuple[Key, Obj]]:
         yield from list(self._objects.items())
