@@ -166,20 +166,24 @@ def test_proxy_rules_dnat_to_ready_endpoints_and_reject_without() -> None:
             "ports": [{"name": "http", "port": 11434, "targetPort": "http", "protocol": "TCP"}],
         },
     }
-    pod = {
-        "metadata": {"name": "judge-0", "namespace": "gorkheavy", "labels": {"app": "judge"}},
-        "spec": {"containers": [{"name": "o", "ports": [{"name": "http", "containerPort": 11434}]}]},
-        "status": {"podIP": "10.42.1.5", "conditions": [{"type": "Ready", "status": "True"}]},
+    endpoint_slice = {
+        "metadata": {"namespace": "gorkheavy", "labels": {"kubernetes.io/service-name": "judge"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 11434, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["10.42.1.5"], "conditions": {"ready": True}},
+            {"addresses": ["10.42.2.9"], "conditions": {"ready": False, "terminating": True}},
+        ],
     }
-    unready = {**pod, "status": {"podIP": "10.42.2.9", "conditions": [{"type": "Ready", "status": "False"}]}}
-    ports = network.service_ports([svc], [pod, unready], "10.43.0.10")
+    ports = network.service_ports([svc], [endpoint_slice], "10.43.0.10")
     assert ports[0].endpoints == (("10.42.1.5", 11434),)
     nat, filt = network.proxy_rules(ports, "10.43.0.10", "10.42.1.1", "10.42.0.0/16")
     assert "-j DNAT --to-destination 10.42.1.5:11434" in nat
     assert '-d 10.43.0.10/32 -p udp -m udp --dport 53 -m comment --comment "kube-system/kube-dns:dns"' in nat
     assert "--to-destination 10.42.1.1:53" in nat
     assert "REJECT" not in filt
-    _nat, filt = network.proxy_rules(network.service_ports([svc], [unready], ""), "10.43.0.10", "g", "c")
+    empty = {**endpoint_slice, "endpoints": None, "ports": None}
+    _nat, filt = network.proxy_rules(network.service_ports([svc], [empty], ""), "10.43.0.10", "g", "c")
     assert '"gorkheavy/judge:http has no endpoints" -j REJECT' in filt
 
 

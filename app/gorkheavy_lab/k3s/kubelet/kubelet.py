@@ -134,7 +134,9 @@ class Kubelet:
         )
         self.network = network.Network(log, cluster_cidr=self.cluster_cidr, dns_ip=self.dns_ip)
         self.workers: dict[str, PodWorker] = {}
-        self.pods = Informer(session, base, "/api/v1/pods", log)
+        # the kubelet's own pods; kube-proxy's Services and EndpointSlices; the nodes for host-gw routes
+        self.pods = Informer(session, base, f"/api/v1/pods?fieldSelector=spec.nodeName%3D{node_name}", log)
+        self.slices = Informer(session, base, "/apis/discovery.k8s.io/v1/endpointslices", log)
         self.services = Informer(session, base, "/api/v1/services", log)
         self.nodes = Informer(session, base, "/api/v1/nodes", log)
         self._active = False
@@ -299,7 +301,12 @@ class Kubelet:
         worker = self.workers.get(uid)
         if kind == "DELETED" or pod["metadata"].get("deletionTimestamp"):
             if worker is not None:
+                worker.pod = {**pod, "status": worker.pod.get("status", {})}
                 worker.stop()
+            elif kind != "DELETED":  # nothing of it runs here (any more): the deletion can complete
+                task = asyncio.create_task(self._finish_deletion(pod))
+                self._worker_tasks.add(task)
+                task.add_done_callback(self._worker_tasks.discard)
             return
         if worker is None:
             if pod.get("status", {}).get("phase") in {"Succeeded", "Failed"}:
@@ -322,12 +329,14 @@ class Kubelet:
             await worker.run()
         finally:
             self.workers.pop(worker.uid, None)
-            meta = worker.pod["metadata"]
-            if meta.get("deletionTimestamp"):
-                await self.api(
-                    "DELETE",
-                    f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}?gracePeriodSeconds=0",
-                )
+            if worker.pod["metadata"].get("deletionTimestamp"):
+                await self._finish_deletion(worker.pod)
+
+    async def _finish_deletion(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        await self.api(
+            "DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}?gracePeriodSeconds=0"
+        )
 
     def _activate(self) -> None:
         self._active = True
@@ -399,7 +408,7 @@ class Kubelet:
         for uid in reap_orphans(self.run_root):
             self.network.release(uid)
         self.pods.listeners.append(self._on_pod)
-        tasks = [asyncio.create_task(i.run()) for i in (self.pods, self.services, self.nodes)]
+        tasks = [asyncio.create_task(i.run()) for i in (self.pods, self.services, self.slices, self.nodes)]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -427,12 +436,10 @@ class DNSAndProxy:
                 ip = svc.get("spec", {}).get("clusterIP")
                 if ip and ip != "None":
                     return [ip]
-                ports = network.service_ports(
-                    [{**svc, "spec": {**svc["spec"], "clusterIP": "0.0.0.0"}}],
-                    list(self.k.pods.items.values()),
-                    "",
-                )
-                return sorted({ip for sp in ports for ip, _ in sp.endpoints})
+                # headless: the ready endpoints' addresses
+                headless = {**svc, "spec": {**svc.get("spec", {}), "clusterIP": "0.0.0.0"}}
+                ports = network.service_ports([headless], list(self.k.slices.items.values()), "")
+                return sorted({address for sp in ports for address, _ in sp.endpoints})
         return None
 
     async def start(self) -> None:
@@ -442,11 +449,12 @@ class DNSAndProxy:
     async def _sync(self) -> None:
         while True:
             await asyncio.sleep(0.3)
-            for informer in (self.k.services, self.k.pods, self.k.nodes):
+            informers = (self.k.services, self.k.slices, self.k.nodes)
+            for informer in informers:
                 informer.changed.clear()
             try:
                 ports = network.service_ports(
-                    list(self.k.services.items.values()), list(self.k.pods.items.values()), self.k.dns_ip
+                    list(self.k.services.items.values()), list(self.k.slices.items.values()), self.k.dns_ip
                 )
                 await self.k.network.proxy(ports)
                 await self.k.network.routes(list(self.k.nodes.items.values()), self.k.node_name)

@@ -24,6 +24,7 @@ from .runtime import enter
 BRIDGE = "cni0"
 IPAM_DIR = Path("/var/lib/cni/networks/cbr0")
 MARK = "0x4000/0x4000"
+SERVICE_NAME = "kubernetes.io/service-name"
 
 
 async def sh(*argv: str) -> tuple[int, str]:
@@ -62,58 +63,53 @@ class ServicePort:
 
 
 def service_ports(
-    services: list[dict[str, Any]], pods: list[dict[str, Any]], skip_ip: str
+    services: list[dict[str, Any]], slices: list[dict[str, Any]], skip_ip: str
 ) -> list[ServicePort]:
-    """ClusterIP Services and their ready endpoints (pods matching the selector with the Ready condition)."""
+    """ClusterIP Services and their ready endpoints, from the EndpointSlices (discovery.k8s.io/v1) labelled
+    ``kubernetes.io/service-name``, as kube-proxy reads them: an endpoint whose ``conditions.ready`` is not
+    false, the slice's port of the same name."""
+    by_service: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for item in slices:
+        meta = item.get("metadata", {})
+        name = (meta.get("labels") or {}).get(SERVICE_NAME)
+        if name and item.get("addressType", "IPv4") == "IPv4":
+            by_service.setdefault((meta.get("namespace", ""), name), []).append(item)
     out = []
     for svc in services:
         spec = svc.get("spec", {})
         ip = spec.get("clusterIP")
-        if not ip or ip in {"None", skip_ip} or not spec.get("selector"):
+        if not ip or ip in {"None", skip_ip}:
             continue
         meta = svc["metadata"]
-        selector = spec["selector"]
-        members = [
-            p
-            for p in pods
-            if p["metadata"].get("namespace") == meta.get("namespace")
-            and all((p["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
-            and p.get("status", {}).get("podIP")
-            and any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in p.get("status", {}).get("conditions") or []
-            )
-            and not p["metadata"].get("deletionTimestamp")
-        ]
         for port in spec.get("ports") or []:
-            target = port.get("targetPort", port["port"])
-            endpoints = []
-            for pod in members:
-                number = _target(pod, target)
-                if number:
-                    endpoints.append((pod["status"]["podIP"], number))
+            port_name = port.get("name", "")
+            protocol = port.get("protocol", "TCP")
+            endpoints: set[tuple[str, int]] = set()
+            for item in by_service.get((meta["namespace"], meta["name"]), []):
+                numbers = [
+                    int(p["port"])
+                    for p in item.get("ports") or []
+                    if p.get("name", "") == port_name
+                    and p.get("protocol", "TCP") == protocol
+                    and p.get("port")
+                ]
+                for endpoint in item.get("endpoints") or []:
+                    if (endpoint.get("conditions") or {}).get("ready") is False:
+                        continue
+                    for address in endpoint.get("addresses") or []:
+                        endpoints.update((address, n) for n in numbers)
             out.append(
                 ServicePort(
                     meta["namespace"],
                     meta["name"],
-                    port.get("name", ""),
+                    port_name,
                     ip,
                     int(port["port"]),
-                    port.get("protocol", "TCP"),
+                    protocol,
                     tuple(sorted(endpoints)),
                 )
             )
     return out
-
-
-def _target(pod: dict[str, Any], target: Any) -> int:
-    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
-        return int(target)
-    for c in pod.get("spec", {}).get("containers") or []:
-        for p in c.get("ports") or []:
-            if p.get("name") == target:
-                return int(p["containerPort"])
-    return 0
 
 
 def proxy_rules(ports: list[ServicePort], dns_ip: str, dns_target: str, cluster_cidr: str) -> tuple[str, str]:
