@@ -243,9 +243,14 @@ def test_failing_liveness_probe_restarts_the_container(cluster: Cluster) -> None
         terminationGracePeriodSeconds=2,
     )
     pod["spec"]["containers"][0]["ports"] = [{"name": "web", "containerPort": 8080}]
+    # liveness probing starts once the startup probe has passed: the server is up, so it answers 404
+    pod["spec"]["containers"][0]["startupProbe"] = {
+        "tcpSocket": {"port": 8080},
+        "periodSeconds": 1,
+        "failureThreshold": 60,
+    }
     pod["spec"]["containers"][0]["livenessProbe"] = {
         "httpGet": {"path": "/missing", "port": "web"},
-        "initialDelaySeconds": 1,
         "periodSeconds": 1,
         "failureThreshold": 2,
     }
@@ -256,9 +261,9 @@ def test_failing_liveness_probe_restarts_the_container(cluster: Cluster) -> None
         return int(statuses[0].get("restartCount", 0)) >= 1
 
     _wait(restarted, 40, "a restart after the liveness probe failed")
-    messages = {e["reason"]: e["message"] for e in cluster.events("default", "liveness")}
-    assert messages["Unhealthy"] == "Liveness probe failed: HTTP probe failed with statuscode: 404"
-    assert messages["Killing"] == "Container main failed liveness probe, will be restarted"
+    messages = {(e["reason"], e["message"]) for e in cluster.events("default", "liveness")}
+    assert ("Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 404") in messages
+    assert ("Killing", "Container main failed liveness probe, will be restarted") in messages
     # the server answered the probes it failed: its log shows kube-probe's requests
     assert '"GET /missing HTTP/1.1" 404' in cluster.kubectl("logs", "liveness", "--previous")
     cluster.kubectl("delete", "pod", "liveness", "--wait=false")
@@ -321,7 +326,7 @@ def test_ollama_pod_of_the_role_becomes_ready_and_answers_by_service_name(cluste
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
     try:
-        _wait(ready, 120, "the Ollama pod Ready")
+        _wait(ready, 180, "the Ollama pod Ready")
     except AssertionError:
         seen = cluster.kubectl("describe", "pod", "-n", "gorkheavy", "judge-0", check=False)
         logs = model_node.sh("tail -n 20 /var/log/pods/gorkheavy_judge-0_*/*/*.log", check=False).stdout

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import shutil
@@ -737,12 +738,20 @@ def _read(path: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).lower()
-    if "refused" in text:
-        return "connection refused"
-    if "no route" in text:
-        return "no route to host"
-    return str(exc)
+    """Go's wording for a failed dial (syscall.Errno's text)."""
+    error = getattr(exc, "os_error", None) or exc
+    code = getattr(error, "errno", None)
+    words = {
+        errno.ECONNREFUSED: "connection refused",
+        errno.EHOSTUNREACH: "no route to host",
+        errno.ENETUNREACH: "network is unreachable",
+        errno.ETIMEDOUT: "i/o timeout",
+        errno.ECONNRESET: "connection reset by peer",
+    }
+    if code in words:
+        return words[code]
+    text = str(error).lower()
+    return "connection refused" if "refused" in text else str(error)
 
 
 def _go_duration(seconds: float) -> str:
