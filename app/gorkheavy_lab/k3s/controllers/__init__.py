@@ -33,6 +33,7 @@ from .storage import Volumes
 DEBOUNCE = 0.05  # seconds to let a burst of writes settle before a pass
 PERIOD = 2.0  # a pass at least this often, for the time-based parts (deadlines, tolerationSeconds)
 QUIET = frozenset({"events", "leases"})
+MAX_FOLLOW_UPS = 10  # passes in a row while each one still changes objects
 
 
 def _chain(first: Any, second: Any) -> Any:
@@ -93,12 +94,18 @@ class ControllerManager:
                     if event.rtype.plural not in QUIET:
                         break
                 await asyncio.sleep(DEBOUNCE)
-                while not queue.empty():
-                    queue.get_nowait()
-                self.sync()
-                while not queue.empty():
-                    # what this pass wrote is already seen; only later writes wake the next pass early
-                    queue.get_nowait()
+                for _ in range(MAX_FOLLOW_UPS):
+                    while not queue.empty():
+                        queue.get_nowait()
+                    self.sync()
+                    # what a pass wrote may be another controller's cue (a deleted ReplicaSet orphans its
+                    # pods): pass again until a pass changes nothing but Events and Leases
+                    written = False
+                    while not queue.empty():
+                        written = queue.get_nowait().rtype.plural not in QUIET or written
+                    if not written:
+                        break
+                    await asyncio.sleep(0)
         finally:
             self.ctx.store.unsubscribe(queue)
 

@@ -73,19 +73,33 @@ BURST = 500  # the replica set controller's burstReplicas
 Deleter = Callable[[ResourceType, Obj, Obj], Obj]
 
 
+def _compact(value: Any) -> Any:
+    """Go's omitempty view of a template: null, empty objects and empty lists are as good as absent (a
+    client that serialises a Go struct, like kubectl rollout undo, sends ``creationTimestamp: null`` and
+    ``resources: {}``; the apiserver's decoding drops them)."""
+    if isinstance(value, dict):
+        out = {k: _compact(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
+
+
 def template_hash(template: Obj, collision_count: int | None = None) -> str:
-    data = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
+    data = json.dumps(_compact(template), sort_keys=True, separators=(",", ":")).encode()
     if collision_count is not None:
         data += struct.pack("<I", collision_count & 0xFFFFFFFF)
     return safe_encode(str(fnv32a(data)))
 
 
 def _without_hash(template: Obj) -> Obj:
+    """The template as the controller compares it (EqualIgnoreHash): no pod-template-hash label, omitempty."""
     out = copy.deepcopy(template)
     labels = (out.get("metadata") or {}).get("labels")
     if labels:
         labels.pop(HASH_LABEL, None)
-    return out
+    compact: Obj = _compact(out)
+    return compact
 
 
 def _int_or_percent(value: Any, total: int, round_up: bool) -> int:
