@@ -391,3 +391,25 @@ def test_pods_leave_an_unreachable_node_after_their_toleration(plane: Plane) -> 
     assert cond["reason"] == "DeletionByTaintManager"
     replacement = [p for p in plane.list("pods") if not p["metadata"].get("deletionTimestamp")]
     assert [p["spec"]["nodeName"] for p in replacement] == ["n2" if lost == "n1" else "n1"]
+
+
+def test_rolling_back_revives_the_old_replica_set_as_the_next_revision(plane: Plane) -> None:
+    plane.create("deployments", _deployment(replicas=1, image="a:1"))
+    plane.sync()
+    deployment = plane.get("deployments", "web")
+    first = copy.deepcopy(deployment["spec"]["template"])
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"] = "a:2"
+    plane.update("deployments", deployment)
+    plane.sync()
+    # what kubectl rollout undo sends: the old ReplicaSet's template as Go serialises it
+    deployment = plane.get("deployments", "web")
+    back = copy.deepcopy(first)
+    back["metadata"]["creationTimestamp"] = None
+    back["spec"]["containers"][0]["ports"] = []
+    deployment["spec"]["template"] = back
+    plane.update("deployments", deployment)
+    plane.sync()
+    revisions = _rs_replicas(plane)
+    assert sorted(revisions) == ["2", "3"], "revision 1's ReplicaSet became revision 3"
+    assert revisions["3"] == 1
+    assert plane.get("deployments", "web")["metadata"]["annotations"][deployments.REVISION] == "3"
