@@ -3,11 +3,11 @@ catalogue only (an unknown model fails as the real CLI fails), `list`, `show`, `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,14 +23,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {
-        **os.environ,
-        "OLLAMA_HOST": f"127.0.0.1:{_free_port()}",
-        "OLLAMA_MODELS": str(tmp_path / "models"),
-        "PYTHONPATH": str(APP),
-    }
+@contextlib.contextmanager
+def serving(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``ollama serve`` with ``env``, until it says it listens."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gorkheavy_lab.ollama.cli", "serve"],
         env=env,
@@ -42,11 +37,22 @@ def server(tmp_path: Path) -> Iterator[dict[str, str]]:
         for _ in range(100):
             if "Listening on" in proc.stderr.readline():
                 break
-        env["_pid"] = str(proc.pid)
-        yield env
+        yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = {
+        **os.environ,
+        "OLLAMA_HOST": f"127.0.0.1:{_free_port()}",
+        "OLLAMA_MODELS": str(tmp_path / "models"),
+        "PYTHONPATH": str(APP),
+    }
+    with serving(env):
+        yield env
 
 
 def ollama(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -88,27 +94,15 @@ def test_pull_list_show_rm_and_the_store_on_disk(server: dict[str, str]) -> None
     assert not manifest.exists()
 
 
-def test_a_pulled_model_survives_a_restart(server: dict[str, str], tmp_path: Path) -> None:
-    assert ollama(server, "pull", "qwen3:0.6b").returncode == 0
-    os.kill(int(server["_pid"]), 15)
-    time.sleep(0.5)
-    env = {**server, "OLLAMA_HOST": f"127.0.0.1:{_free_port()}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gorkheavy_lab.ollama.cli", "serve"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        for _ in range(100):
-            if "Listening on" in proc.stderr.readline():
-                break
-        assert ollama(env, "list").stdout.splitlines()[1].split()[0] == "qwen3:0.6b"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-    down = ollama(env, "list")
+def test_a_pulled_model_survives_a_restart(tmp_path: Path) -> None:
+    base = {**os.environ, "OLLAMA_MODELS": str(tmp_path / "models"), "PYTHONPATH": str(APP)}
+    first = {**base, "OLLAMA_HOST": f"127.0.0.1:{_free_port()}"}
+    with serving(first):
+        assert ollama(first, "pull", "qwen3:0.6b").returncode == 0
+    second = {**base, "OLLAMA_HOST": f"127.0.0.1:{_free_port()}"}
+    with serving(second):
+        assert ollama(second, "list").stdout.splitlines()[1].split()[0] == "qwen3:0.6b"
+    down = ollama(second, "list")
     assert (down.returncode, down.stderr) == (
         1,
         "Error: could not connect to ollama server, run 'ollama serve' to start it\n",

@@ -20,22 +20,13 @@ from typing import Any
 
 from ..logs import Logger
 from .runtime import enter
+from .runtime import read_text as _read
+from .runtime import run_command as sh
 
 BRIDGE = "cni0"
 IPAM_DIR = Path("/var/lib/cni/networks/cbr0")
 MARK = "0x4000/0x4000"
 SERVICE_NAME = "kubernetes.io/service-name"
-
-
-async def sh(*argv: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
-    out, _ = await proc.communicate()
-    return int(proc.returncode or 0), out.decode(errors="replace").strip()
 
 
 async def must(*argv: str) -> str:
@@ -194,14 +185,6 @@ JUMPS = (
     ("filter", "OUTPUT", ["-m", "conntrack", "--ctstate", "NEW", "-j", "KUBE-SERVICES"]),
     ("filter", "FORWARD", ["-m", "conntrack", "--ctstate", "NEW", "-j", "KUBE-SERVICES"]),
 )
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except OSError:
-        return ""
 
 
 class Network:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from . import runtime, spec
+from .runtime import read_text as _read
 from .spec import ConfigError, ContainerState, Image, ImageError, Obj
 
 if TYPE_CHECKING:
@@ -727,14 +728,6 @@ class PodWorker:
             shutil.rmtree(self.sandbox.run_dir, ignore_errors=True)
         self.kubelet.network.release(self.uid)
         shutil.rmtree(PODS_DIR / self.uid, ignore_errors=True)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except OSError:
-        return ""
 
 
 def _reason(exc: BaseException) -> str:

@@ -100,7 +100,8 @@ class Running:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-async def _run(*argv: str) -> tuple[int, str]:
+async def run_command(*argv: str) -> tuple[int, str]:
+    """Run a node command to its end: (exit status, its output)."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdout=asyncio.subprocess.PIPE,
@@ -156,11 +157,20 @@ async def start_sandbox(pod_uid: str, hostname: str, run_root: Path) -> Sandbox:
         raise RuntimeError_(f"failed to create pod sandbox: writing the user namespace map: {exc}") from exc
     # no sethostname: the test hosts' seccomp profile refuses it without CAP_SYS_ADMIN (README)
     del hostname
-    code, out = await _run(*enter(sandbox.pid, net=True), "ip", "link", "set", "lo", "up")
+    code, out = await run_command(*enter(sandbox.pid, net=True), "ip", "link", "set", "lo", "up")
     if code != 0:
         await stop_sandbox(sandbox)
         raise RuntimeError_(f"failed to set up pod sandbox: {out}")
     return sandbox
+
+
+def read_text(path: str) -> str:
+    """A small node file (sysctl, resolv.conf), empty when it cannot be read."""
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
 
 
 def _write_maps(pid: int) -> None:

@@ -431,21 +431,16 @@ def pod_status(
             before=before,
             now=now,
         ),
-        _condition(
-            "Ready",
-            ready,
-            "PodCompleted" if completed else "ContainersNotReady",
-            "" if completed else f"containers with unready status: [{' '.join(not_ready)}]",
-            before=before,
-            now=now,
-        ),
-        _condition(
-            "ContainersReady",
-            ready,
-            "PodCompleted" if completed else "ContainersNotReady",
-            "" if completed else f"containers with unready status: [{' '.join(not_ready)}]",
-            before=before,
-            now=now,
+        *(
+            _condition(
+                kind,
+                ready,
+                "PodCompleted" if completed else "ContainersNotReady",
+                "" if completed else f"containers with unready status: [{' '.join(not_ready)}]",
+                before=before,
+                now=now,
+            )
+            for kind in ("Ready", "ContainersReady")
         ),
         before.get("PodScheduled")
         or {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": started},
