@@ -413,3 +413,59 @@ def test_rolling_back_revives_the_old_replica_set_as_the_next_revision(plane: Pl
     assert sorted(revisions) == ["2", "3"], "revision 1's ReplicaSet became revision 3"
     assert revisions["3"] == 1
     assert plane.get("deployments", "web")["metadata"]["annotations"][deployments.REVISION] == "3"
+
+
+def _claim(name: str) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": "g"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+
+
+def test_a_claim_in_use_waits_for_its_pod_and_its_volume_goes_with_it(plane: Plane) -> None:
+    plane.create("persistentvolumeclaims", _claim("data"))
+    spec = _deployment(replicas=1, strategy={"type": "Recreate"})
+    spec["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "d", "persistentVolumeClaim": {"claimName": "data"}}
+    ]
+    plane.create("deployments", spec)
+    plane.sync()
+    claim = plane.get("persistentvolumeclaims", "data")
+    assert claim["spec"]["storageClassName"] == "local-path", "the default class"
+    assert claim["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"]
+    pv = plane.get("persistentvolumes", claim["spec"]["volumeName"], "")
+    pod = plane.list("pods")[0]
+    assert pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0][
+        "values"
+    ] == [pod["spec"]["nodeName"]]
+    plane.delete("persistentvolumeclaims", "data")
+    plane.sync()
+    assert plane.get("persistentvolumeclaims", "data")["metadata"]["deletionTimestamp"], "kept while in use"
+    plane.delete("deployments", "web")
+    plane.sync()
+    plane.kubelet()  # the pod's kubelet finishes it
+    plane.sync()
+    assert not plane.list("persistentvolumeclaims")
+    assert not plane.list("persistentvolumes"), "reclaim policy Delete"
+
+
+def test_a_cordoned_node_takes_no_new_pods(plane: Plane) -> None:
+    for name in ("n1", "n2"):
+        node = plane.get("nodes", name, "")
+        node.setdefault("spec", {})["unschedulable"] = True
+        plane.store.replace(plane.rtype("nodes"), node)
+    plane.create("deployments", _deployment(replicas=1))
+    plane.sync()
+    pod = plane.list("pods")[0]
+    cond = next(c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled")
+    assert cond["message"] == (
+        "0/2 nodes are available: 2 node(s) were unschedulable. "
+        "preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
+    )
+    node = plane.get("nodes", "n2", "")
+    node["spec"]["unschedulable"] = False
+    plane.store.replace(plane.rtype("nodes"), node)
+    plane.sync()
+    assert plane.list("pods")[0]["spec"]["nodeName"] == "n2"
