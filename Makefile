@@ -53,14 +53,19 @@ hosts: venv system-deps ## pytest tests on real systemd hosts (podman)
 molecule: venv system-deps ## molecule test for every scenario under molecule/
 	scripts/molecule-all.sh
 
+.PHONY: test-image
+test-image: system-deps ## build the systemd test host image when its recipe changed (skipped when current)
+	scripts/build-test-image.sh
+
 .PHONY: test
 # The cluster scenario is not part of `make test` yet: its last full run failed at the second removal check
 # and it takes far longer than the suite allows. Run it with `make molecule` or `molecule test -s cluster`.
-TEST_SCENARIOS := provision prepare ensemble
+# The scenarios run next to pytest, two at a time, in this order: the longest first.
+TEST_SCENARIOS := prepare ensemble provision
 
-test: venv system-deps lint ## the whole suite: lint, pytest (all), molecule (TEST_SCENARIOS), collection build
-	scripts/pytest.sh
-	scripts/molecule-all.sh $(TEST_SCENARIOS)
+# The image is built before the tests start, so that no two of them build it at once.
+test: venv system-deps lint test-image ## the whole suite: lint, pytest (all) and molecule (TEST_SCENARIOS) side by side, collection build
+	scripts/test-parallel.sh $(TEST_SCENARIOS)
 	$(MAKE) --no-print-directory collection
 
 .PHONY: collection

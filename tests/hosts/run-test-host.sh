@@ -6,6 +6,7 @@
 #   IMAGE=...  another image (default localhost/gorkheavy-testhost:bookworm)
 #   TESTHOST_IP_FORWARD=0|1  IPv4 forwarding in the host's network namespace (default 0, as on a fresh VM)
 #   TESTHOST_NETWORK=NAME    a podman network of the caller's instead of podman's default one
+#   TESTHOST_BOOT_TIMEOUT=S  how long to wait for systemd to finish booting (default 180)
 # Remove the host with: podman rm -f NAME
 #
 # The container is deliberately NOT --privileged: a privileged container can set the machine's clock, load
@@ -27,14 +28,19 @@ podman --runtime runc run -d --name "$name" --hostname "$name" "${network_args[@
   --systemd=always --cap-add NET_ADMIN,NET_RAW,AUDIT_WRITE \
   --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 --sysctl net.ipv4.ip_forward="$ip_forward" \
   --label gorkheavy.testhost=1 "$image" /sbin/init >/dev/null
-for _ in $(seq 1 60); do
+# Boot takes a few seconds; on a machine busy with other tests (or test hosts booting at the same time) it can
+# take much longer, so the wait is for the state itself, up to a generous deadline.
+boot_timeout="${TESTHOST_BOOT_TIMEOUT:-180}"
+deadline=$((SECONDS + boot_timeout))
+state=""
+while [ "$SECONDS" -lt "$deadline" ]; do
   state="$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)"
   case "$state" in running | degraded) break ;; esac
   sleep 0.5
 done
 case "$state" in
   running | degraded) ;;
-  *) echo "run-test-host: $name did not boot (systemctl is-system-running: ${state:-no answer})" >&2; exit 1 ;;
+  *) echo "run-test-host: $name did not boot in ${boot_timeout}s (systemctl is-system-running: ${state:-no answer})" >&2; exit 1 ;;
 esac
 # A user's systemd manager (user@UID.service) cannot stop in a container without CAP_SYS_ADMIN: it hangs until
 # systemd gives up after 90 s, and that user's next log-in waits for it. Keep the managers running instead, as if

@@ -45,7 +45,7 @@ class SystemdHost:
             capture_output=True,
             text=True,
             check=False,
-            timeout=120,
+            timeout=300,  # the script waits up to 180 s for the boot itself
             env=env,
         )
         if result.returncode != 0:
