@@ -109,9 +109,14 @@ class NodeHost:
         if check:
             argv.append("--check")
         done = subprocess.run(
-            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
         )
         return Run(done.returncode, done.stdout + done.stderr)
+
+
+def controller_address(host: NodeHost) -> str:
+    """The address this machine's SSH connections come from, as the host sees it."""
+    return host.out("echo $SSH_CLIENT").split()[0]
 
 
 def _capabilities(name: str) -> int:

@@ -3,7 +3,8 @@
 One host per module; the tests run in file order and each starts from the state the previous one left, the way
 an operator changes settings on a running cluster: first ufw on (SSH first, K3s and WireGuard ports, allowed
 sources) with chrony, then back to the defaults, then the reporting of an unsynchronised clock and bad input.
-Every converge is repeated and must report changed=0 the second time.
+Every converge is repeated and must report changed=0 the second time. A host that does not forward yet is
+test_node_system_fresh_host.py's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from ssh_audit.dheat import DHEat
 
 from tests.hosts.systemd_host import connection_rate_from_another_host
-from tests.integration.node_system.conftest import NodeHost
+from tests.integration.node_system.conftest import NodeHost, controller_address
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
@@ -52,11 +53,6 @@ def ufw_rules(testhost: NodeHost) -> list[str]:
     return [
         re.sub(r"^\[\s*\d+\]\s+", "", line).strip() for line in listing.splitlines() if line.startswith("[")
     ]
-
-
-def controller_address(testhost: NodeHost) -> str:
-    """The address this machine's SSH connections come from, as the host sees it."""
-    return testhost.out("echo $SSH_CLIENT").split()[0]
 
 
 def test_ufw_on_with_k3s_ports_and_chrony(testhost: NodeHost) -> None:
@@ -138,35 +134,6 @@ def test_ssh_connection_rate_from_another_address_stays_under_what_ssh_audit_cal
     assert measured["rate"] < DHEat.MAX_SAFE_RATE, measured
     # The controller itself is not limited.
     assert testhost.out("echo still-in").strip() == "still-in"
-
-
-def test_ufw_on_a_host_that_does_not_forward_yet(fresh_testhost: NodeHost) -> None:
-    """A fresh VM before k3s_prereqs turned forwarding on: ufw says "disabled (routed)". The firewall role
-    checks the routed policy it stored instead and says forwarded traffic waits for forwarding, so its result
-    does not depend on the order of the roles or on what the machine's kernel left in new network
-    namespaces."""
-    assert fresh_testhost.out("cat /proc/sys/net/ipv4/ip_forward").strip() == "0"
-    variables = {
-        "node_system_roles": ["firewall"],
-        "firewall_ufw_enabled": True,
-        "firewall_ssh_unlimited_sources": [controller_address(fresh_testhost)],
-    }
-    first = fresh_testhost.converge(variables)
-    assert first.rc == 0, first.output[-4000:]
-    flat = " ".join(first.output.split())
-    assert 'The routed policy "allow" is stored, but IP forwarding is off' in flat, first.output[-3000:]
-    second = fresh_testhost.converge(variables)
-    assert second.rc == 0, second.output[-4000:]
-    assert second.changed == 0, second.output[-4000:]
-    check = fresh_testhost.converge(variables, check=True)
-    assert check.rc == 0, check.output[-4000:]
-    assert check.changed == 0, check.output[-4000:]
-    assert "Default: deny (incoming), allow (outgoing), disabled (routed)" in fresh_testhost.out(
-        "ufw status verbose"
-    )
-    assert 'DEFAULT_FORWARD_POLICY="ACCEPT"' in fresh_testhost.out("cat /etc/default/ufw").splitlines()
-    # The forward chain does accept once the kernel forwards: its policy is what ufw stored.
-    assert "Chain FORWARD (policy ACCEPT" in fresh_testhost.out("iptables -L FORWARD -n | head -1")
 
 
 def test_back_to_the_defaults_turns_ufw_off_and_timesyncd_on(testhost: NodeHost) -> None:
