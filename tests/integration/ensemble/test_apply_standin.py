@@ -8,69 +8,23 @@ but no kubelet runs them here, so no Deployment ever becomes available. What is 
 sees: the objects created, a second run changed=0 through the same path, ``--check --diff`` reporting a real
 difference without writing it, a roster removal deleting exactly that model's objects, the real kubectl
 listing them, ``kubectl rollout status`` reading the Deployments' status and the scheduler's reason for the
-models' pods; and the wait's failure report.
+models' pods. The wait's failure report is test_rollout_report_standin.py's (a stand-in of its own, so the
+two run side by side).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gorkheavy_lab.k3s.testing import Process, build_artifact, free_port, kubectl, running
+from gorkheavy_lab.k3s.testing import Process, kubectl
 
-from tests.unit.ensemble.rendering import example_roster, run_ansible
+from tests.integration.ensemble.conftest import play
+from tests.unit.ensemble.rendering import example_roster
 
-BIN = Path(sys.executable).parent
 MODELS = ["promptimizer", "llama", "qwen", "qwen-small", "judge"]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, Path]]:
-    binary = build_artifact(tmp_path_factory.mktemp("k3s-artifact"))
-    root = tmp_path_factory.mktemp("k3s-server")
-    kubeconfig = root / "k3s.yaml"
-    args = [
-        "server",
-        "-d",
-        str(root / "data"),
-        "--https-listen-port",
-        str(free_port()),
-        "--node-name",
-        "ens-server",
-        "--node-ip",
-        "127.0.0.1",
-        "--write-kubeconfig",
-        str(kubeconfig),
-    ]
-    with running(binary, root, args, ready="Annotations and labels have been set successfully") as process:
-        yield process, kubeconfig
-
-
-def _run(
-    kubeconfig: Path, cache: Path, extra_vars: dict[str, Any], *extra: str
-) -> subprocess.CompletedProcess[str]:
-    wanted = {
-        "gorkheavy_k3s_kubeconfig_path": str(kubeconfig),
-        "orchestrator_artifact_hosts": [],
-        "orchestrator_artifact_cache_dir": str(cache),
-        **extra_vars,
-    }
-    args = [str(BIN / "ansible-playbook"), "-i", "inventory/example", "playbooks/ensemble.yml"]
-    return run_ansible([*args, "-e", json.dumps(wanted), *extra])
-
-
-def _play(kubeconfig: Path, cache: Path, *extra: str, roster: list[Any] | None = None) -> str:
-    extra_vars: dict[str, Any] = {"k8s_manifests_wait": False}
-    if roster is not None:
-        extra_vars["gorkheavy_models"] = roster
-    result = _run(kubeconfig, cache, extra_vars, *extra)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    return result.stdout
 
 
 def _recap(out: str) -> str:
@@ -90,7 +44,7 @@ def test_apply_second_run_check_diff_swap_and_removal(
     """One cluster's life: apply, apply again (changed=0), preview a swap, apply it, remove a model."""
     _process, kubeconfig = cluster
     cache = tmp_path_factory.mktemp("artifacts")
-    first = _play(kubeconfig, cache)
+    first = play(kubeconfig, cache)
     assert "changed=0" not in _recap(first)
     assert _names(kubeconfig, "deployments") == {*MODELS, "orchestrator"}
     assert _names(kubeconfig, "services") == {*MODELS, "orchestrator"}
@@ -106,7 +60,7 @@ def test_apply_second_run_check_diff_swap_and_removal(
     }
     assert _names(kubeconfig, "configmaps") == {"orchestrator-config", "orchestrator-install"}
 
-    second = _play(kubeconfig, cache)
+    second = play(kubeconfig, cache)
     assert "changed=0" in _recap(second), _recap(second)
 
     # What an operator types, with the real kubectl.
@@ -146,12 +100,12 @@ def test_apply_second_run_check_diff_swap_and_removal(
     for entry in swapped:
         if entry["name"] == "qwen":
             entry["model"] = "qwen2.5-coder:3b"
-    preview = _play(kubeconfig, cache, "--check", "--diff", roster=swapped)
+    preview = play(kubeconfig, cache, "--check", "--diff", roster=swapped)
     assert "qwen2.5-coder:3b" in preview
     after = json.loads(kubectl(kubeconfig, "get", "deploy", "qwen", "-n", "gorkheavy", "-o", "json").stdout)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], "check mode wrote"
 
-    applied = _play(kubeconfig, cache, roster=swapped)
+    applied = play(kubeconfig, cache, roster=swapped)
     recap = _recap(applied)
     assert "changed=0" not in recap, recap
     after = json.loads(kubectl(kubeconfig, "get", "deploy", "qwen", "-n", "gorkheavy", "-o", "json").stdout)
@@ -160,7 +114,7 @@ def test_apply_second_run_check_diff_swap_and_removal(
     assert llama["metadata"]["generation"] == 1, "an untouched model is not rewritten"
 
     smaller = [e for e in swapped if e["name"] != "llama"]
-    _play(kubeconfig, cache, roster=smaller)
+    play(kubeconfig, cache, roster=smaller)
     assert "llama" not in _names(kubeconfig, "deployments")
     assert "llama" not in _names(kubeconfig, "services")
     assert "llama-store" not in _names(kubeconfig, "persistentvolumeclaims")
@@ -173,118 +127,3 @@ def test_apply_second_run_check_diff_swap_and_removal(
     }
     config = kubectl(kubeconfig, "get", "cm", "orchestrator-config", "-n", "gorkheavy", "-o", "json").stdout
     assert "llama3.2:1b" not in json.loads(config)["data"]["config.yml"]
-
-
-POD_STATUS = {
-    "phase": "Pending",
-    "conditions": [
-        {"type": "PodScheduled", "status": "True"},
-        {
-            "type": "Ready",
-            "status": "False",
-            "reason": "ContainersNotReady",
-            "message": "containers with unready status: [ollama]",
-        },
-    ],
-    "initContainerStatuses": [
-        {
-            "name": "pull",
-            "ready": False,
-            "restartCount": 3,
-            "image": "docker.io/ollama/ollama:0.33.3",
-            "imageID": "",
-            "state": {
-                "waiting": {
-                    "reason": "CrashLoopBackOff",
-                    "message": "back-off 40s restarting failed container",
-                }
-            },
-            "lastState": {"terminated": {"reason": "Error", "exitCode": 1}},
-        }
-    ],
-    "containerStatuses": [
-        {
-            "name": "ollama",
-            "ready": False,
-            "restartCount": 0,
-            "image": "docker.io/ollama/ollama:0.33.3",
-            "imageID": "",
-            "state": {"waiting": {"reason": "PodInitializing"}},
-        }
-    ],
-}
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_a_rollout_that_does_not_finish_names_the_pod_and_its_reason(
-    cluster: tuple[Process, Path], tmp_path_factory: Any, tmp_path: Path
-) -> None:
-    """The wait and the report through the real tasks: a pod of llama, as the kubelet would report it when its
-    pull step keeps failing (no kubelet runs pods here, so the test writes that pod and its event through the
-    API; it carries llama's labels but not the ReplicaSet's pod-template-hash, so no ReplicaSet adopts it),
-    makes the play fail after the rollout timeout with the pod's state and event, next to the ReplicaSet's
-    own pod that the scheduler could not place."""
-    _process, kubeconfig = cluster
-    cache = tmp_path_factory.mktemp("artifacts")
-    _play(kubeconfig, cache)
-    deployment = json.loads(
-        kubectl(kubeconfig, "get", "deploy", "llama", "-n", "gorkheavy", "-o", "json").stdout
-    )
-    template = deployment["spec"]["template"]
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": "llama-5d8f7c9b4-x2kq8",
-            "namespace": "gorkheavy",
-            "labels": template["metadata"]["labels"],
-        },
-        "spec": {**template["spec"], "nodeName": "k3s-agent-1"},
-    }
-    (tmp_path / "pod.json").write_text(json.dumps(pod), encoding="utf-8")
-    kubectl(kubeconfig, "create", "-f", str(tmp_path / "pod.json"))
-    kubectl(
-        kubeconfig,
-        "patch",
-        "pod",
-        pod["metadata"]["name"],
-        "-n",
-        "gorkheavy",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": POD_STATUS}),
-    )
-    event = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": "llama-5d8f7c9b4-x2kq8.backoff", "namespace": "gorkheavy"},
-        "involvedObject": {"kind": "Pod", "name": pod["metadata"]["name"], "namespace": "gorkheavy"},
-        "reason": "BackOff",
-        "message": "Back-off restarting failed container pull in pod llama-5d8f7c9b4-x2kq8",
-        "type": "Warning",
-        "count": 4,
-        "source": {"component": "kubelet", "host": "k3s-agent-1"},
-    }
-    (tmp_path / "event.json").write_text(json.dumps(event), encoding="utf-8")
-    kubectl(kubeconfig, "create", "-f", str(tmp_path / "event.json"))
-
-    rollout = kubectl(
-        kubeconfig, "rollout", "status", "deploy/llama", "-n", "gorkheavy", "--timeout=5s", check=False
-    )
-    assert (
-        'Waiting for deployment "llama" rollout to finish: 0 of 1 updated replicas are available'
-        in rollout.stdout
-    )
-
-    result = _run(kubeconfig, cache, {"ollama_models_wait_timeout": 2})
-    out = result.stdout
-    assert result.returncode == 2, out[-4000:]
-    assert "did not finish within 2 s" in out
-    assert "pod llama-5d8f7c9b4-x2kq8 (node: k3s-agent-1, phase: Pending) is not ready" in out
-    assert "init container pull: waiting: CrashLoopBackOff" in out
-    assert "last run ended: Error, exit code 1; 3 restart(s)" in out
-    assert "event Warning BackOff: Back-off restarting failed container pull" in out
-    assert "event Warning FailedScheduling: 0/1 nodes are available" in out
-    assert "gorkheavy-orchestrator" not in out.split("Stop with the reason", 1)[1], "it stops at the models"
