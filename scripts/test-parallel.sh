@@ -21,7 +21,8 @@ if [ "$#" -gt 0 ]; then
   MOLECULE_SHOW_LOGS=0 scripts/molecule-all.sh "$@" </dev/null &
   molecule_pid=$!
 fi
-scripts/pytest.sh
+# The slowest tests are listed at the end, to see where the time goes.
+scripts/pytest.sh --durations=30
 pytest_rc=$?
 pytest_s=$(($(date +%s) - start))
 molecule_rc=0
