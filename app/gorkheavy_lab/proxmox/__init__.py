@@ -44,9 +44,9 @@ Python API::
 ``gorkheavy_lab.proxmox.testing`` has ``running_standin()``, ``client(server)`` (proxmoxer) and
 ``wait_task()`` for tests.
 
-CLI::
+CLI (``serve`` is the default sub-command; ``serve --help`` lists every option)::
 
-    python -m gorkheavy_lab.proxmox --host 127.0.0.1 --port 8006 --nodes pve1,pve2,pve3 \\
+    python -m gorkheavy_lab.proxmox serve --host 127.0.0.1 --port 8006 --nodes pve1,pve2,pve3 \\
         --token 'gorkheavy@pve!ansible=SECRET' --user 'admin@pve=PASSWORD' --state /tmp/pve.json \\
         --ca-out /tmp/pve-ca.pem --task-duration qmclone=0.3 --agent-delay 0.5 \\
         --storage 'nfs=nfs:images,import:shared' --unauthorized-delay 3 --statd-period 10
@@ -59,8 +59,8 @@ file's nodes win over the ``nodes`` argument.
 
 VM power goes through a ``VmBackend`` (``start``/``stop``/``status``/``addresses``); the default
 ``SimulatedBackend`` makes the guest agent answer ``agent_delay`` seconds after start with ``lo``, one
-interface per ``netN`` carrying the ``ipconfigN`` address, and one interface without an address. A lab
-can pass ``backend=`` to back VMs with real test hosts.
+interface per ``netN`` carrying the ``ipconfigN`` address, and one interface without an address.
+``gorkheavy_lab.proxmox.podman.PodmanBackend`` backs VMs with real systemd test hosts (README.md).
 
 Modelled endpoints (everything else in the schema answers 501): ``/version``, ``/nodes``,
 ``/nodes/{node}/status|version|network``, ``/cluster/resources|nextid|status|tasks``, ``/storage``,

@@ -1643,15 +1643,19 @@ def _do_start(api: ProxmoxApi, vm: VmState, task: Task) -> None:
     vm.pending.clear()
     vm.pending_delete.clear()
     vm.config = dict(sorted(vm.config.items()))
+    seed = None
+    if _cloudinit_drive(api, vm) is not None:
+        # qemu-server regenerates the cloud-init drive from the config at every start
+        task.log.append("generating cloud-init ISO")
+        seed = nocloud_seed(api, vm)
     try:
-        api.standin.backend.start(vm.node, vm.vmid, dict(vm.config))
+        api.standin.backend.start(vm.node, vm.vmid, dict(vm.config), seed)
     except RuntimeError as exc:
         raise TaskFailed(str(exc)) from None
     api.standin.counter += 1
     vm.pid = 20000 + api.standin.counter
     vm.started_at = api.cluster.clock()
-    if _cloudinit_drive(api, vm) is not None:
-        task.log.append("generating cloud-init ISO")
+    if seed is not None:
         vm.cloudinit.clear()
 
 
@@ -1691,10 +1695,21 @@ def vm_shutdown(api: ProxmoxApi, req: Request) -> Any:
         raise param_error({"skiplock": "Only root may use this option."})
     api.check_config_lock(vm, skiplock)
 
+    timeout = int(req.params.get("timeout", "600"))
+    force = _bool(req.params.get("forceStop"))
+
     def work(task: Task) -> None:
         if not api.vm_running(vm):
             raise TaskFailed(f"VM {vm.vmid} not running")
-        _do_stop(api, vm)
+        try:
+            api.standin.backend.shutdown(vm.node, vm.vmid, timeout)
+        except RuntimeError:
+            if not force:
+                raise TaskFailed("VM quit/powerdown failed - got timeout") from None
+            task.log.append("VM still running - terminating now with SIGTERM")
+            api.standin.backend.stop(vm.node, vm.vmid)
+        vm.pid = None
+        vm.started_at = None
 
     return api.task(req, "qmshutdown", str(vm.vmid), work, locks=(vm.vmid,))
 
@@ -1739,6 +1754,7 @@ def destroy_vm(api: ProxmoxApi, req: Request) -> Any:
             if (volid in referenced or (destroy_unreferenced and owned)) and vnode in ("", vm.node):
                 del api.cluster.volumes[(vnode, volid)]
                 task.log.append(f'  Logical volume "{volid.split(":", 1)[1]}" successfully removed.')
+        api.standin.backend.destroy(vm.node, vm.vmid)
         api.cluster.vms.pop(vm.vmid, None)
 
     return api.task(req, "qmdestroy", str(vm.vmid), work, locks=(vm.vmid,))
@@ -2162,7 +2178,23 @@ def cloudinit_dump(api: ProxmoxApi, req: Request) -> Any:
     if kind == "network":
         return network
     user = cloudinit_userdata(api, vm, mask_password=False)
+    return _nocloud_metadata(user, network)
+
+
+def _nocloud_metadata(user: str, network: str) -> str:
     return f"instance-id: {hashlib.sha1((user + network).encode()).hexdigest()}\n"
+
+
+def nocloud_seed(api: ProxmoxApi, vm: VmState) -> dict[str, str]:
+    """The files of the NoCloud drive (volume label ``cidata``) qemu-server writes at a VM's start."""
+    user = cloudinit_userdata(api, vm, mask_password=False)
+    network = cloudinit_network(api, vm)
+    return {
+        "user-data": user,
+        "network-config": network,
+        "meta-data": _nocloud_metadata(user, network),
+        "vendor-data": "",
+    }
 
 
 def _hostname_fqdn(vm: VmState) -> tuple[str, str]:

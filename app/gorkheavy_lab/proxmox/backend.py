@@ -1,4 +1,4 @@
-"""What runs behind a VM: the simulated default, or a real test host plugged in later."""
+"""What runs behind a VM: the simulated default here, real test hosts in ``podman.py``."""
 
 from __future__ import annotations
 
@@ -44,14 +44,24 @@ class GuestInterface:
 class VmBackend(Protocol):
     """Backs the power state of VMs. ``config`` is the VM's current config (key -> property string).
 
-    ``start`` may raise ``RuntimeError`` with a message: the start task then fails with that text.
+    ``start`` gets the NoCloud files Proxmox writes to the VM's cloud-init drive at that start
+    (``user-data``, ``meta-data``, ``network-config``, ``vendor-data``), or ``None`` when the VM has no
+    cloud-init drive. ``start`` and ``shutdown`` may raise ``RuntimeError`` with a message: the task then
+    fails with that text. ``stop`` pulls the plug, ``shutdown`` asks the guest to power off and waits at
+    most ``timeout`` seconds, ``destroy`` is called when the (stopped) VM is removed with its disks.
     ``addresses`` returns ``None`` while the guest agent does not answer (the API then answers
     500 "QEMU guest agent is not running"), else the interfaces the agent reports.
     """
 
-    def start(self, node: str, vmid: int, config: Mapping[str, str]) -> None: ...
+    def start(
+        self, node: str, vmid: int, config: Mapping[str, str], seed: Mapping[str, str] | None
+    ) -> None: ...
 
     def stop(self, node: str, vmid: int) -> None: ...
+
+    def shutdown(self, node: str, vmid: int, timeout: float) -> None: ...
+
+    def destroy(self, node: str, vmid: int) -> None: ...
 
     def status(self, node: str, vmid: int) -> str: ...  # "running" | "stopped"
 
@@ -99,13 +109,21 @@ class SimulatedBackend:
         self.running: dict[tuple[str, int], float] = {}
         self.start_failures: dict[int, str] = {}
 
-    def start(self, node: str, vmid: int, config: Mapping[str, str]) -> None:
+    def start(
+        self, node: str, vmid: int, config: Mapping[str, str], seed: Mapping[str, str] | None = None
+    ) -> None:
         message = self.start_failures.pop(vmid, None)
         if message is not None:
             raise RuntimeError(message)
         self.running[(node, vmid)] = self.clock()
 
     def stop(self, node: str, vmid: int) -> None:
+        self.running.pop((node, vmid), None)
+
+    def shutdown(self, node: str, vmid: int, timeout: float) -> None:
+        self.stop(node, vmid)
+
+    def destroy(self, node: str, vmid: int) -> None:
         self.running.pop((node, vmid), None)
 
     def status(self, node: str, vmid: int) -> str:

@@ -29,11 +29,14 @@ class RecordingBackend:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, int]] = []
+        self.seeds: list[Mapping[str, str] | None] = []
         self.up: set[int] = set()
         self.refuse: str | None = None
+        self.hang_shutdown = False
 
-    def start(self, node: str, vmid: int, config: Mapping[str, str]) -> None:
+    def start(self, node: str, vmid: int, config: Mapping[str, str], seed: Mapping[str, str] | None) -> None:
         self.calls.append(("start", node, vmid))
+        self.seeds.append(seed)
         if self.refuse:
             raise RuntimeError(self.refuse)
         self.up.add(vmid)
@@ -41,6 +44,15 @@ class RecordingBackend:
     def stop(self, node: str, vmid: int) -> None:
         self.calls.append(("stop", node, vmid))
         self.up.discard(vmid)
+
+    def shutdown(self, node: str, vmid: int, timeout: float) -> None:
+        self.calls.append(("shutdown", node, vmid))
+        if self.hang_shutdown:
+            raise RuntimeError("guest did not power off")
+        self.up.discard(vmid)
+
+    def destroy(self, node: str, vmid: int) -> None:
+        self.calls.append(("destroy", node, vmid))
 
     def status(self, node: str, vmid: int) -> str:
         return "running" if vmid in self.up else "stopped"
@@ -71,7 +83,39 @@ def test_a_pluggable_backend_drives_power_and_addresses() -> None:
         failed = wait_task(api, "pve", api.nodes("pve").qemu(200).status.start.post())
         assert failed["exitstatus"] == "start failed: container did not boot"
         assert api.nodes("pve").qemu(200).status.current.get()["status"] == "stopped"
-        assert backend.calls == [("start", "pve", 200), ("stop", "pve", 200), ("start", "pve", 200)]
+        assert backend.calls == [("start", "pve", 200), ("shutdown", "pve", 200), ("start", "pve", 200)]
+        assert backend.seeds == [None, None], "no cloud-init drive, no NoCloud seed"
+        assert standin.schema_violations == []
+
+
+def test_start_hands_the_backend_the_cloud_init_drive_and_destroy_removes_the_guest() -> None:
+    backend = RecordingBackend()
+    with running_standin(nodes=["pve"], backend=backend) as (standin, server):
+        api = client(server)
+        vm = api.nodes("pve").qemu(230)
+        created = api.nodes("pve").qemu.post(
+            vmid=230, name="k3s-server", agent="1", net0="virtio=BC:24:11:00:00:30,bridge=vmbr0",
+            ide2="local-lvm:cloudinit", ciuser="k3sadmin", sshkeys=urllib.parse.quote(SSH_KEY, safe=""),
+            ipconfig0="ip=10.77.0.30/24,gw=10.77.0.1", nameserver="10.77.0.1", searchdomain="lab",
+        )  # fmt: skip
+        wait_task(api, "pve", created)
+        assert wait_task(api, "pve", vm.status.start.post())["exitstatus"] == "OK"
+        seed = backend.seeds[-1]
+        assert seed is not None
+        assert seed["user-data"] == vm.cloudinit.dump.get(type="user")
+        assert seed["network-config"] == vm.cloudinit.dump.get(type="network")
+        assert seed["meta-data"] == vm.cloudinit.dump.get(type="meta")
+        assert f"  - {SSH_KEY}" in seed["user-data"].splitlines()
+        assert "user: k3sadmin" in seed["user-data"].splitlines()
+        assert "address: '10.77.0.30'" in seed["network-config"]
+        backend.hang_shutdown = True
+        failed = wait_task(api, "pve", vm.status.shutdown.post(timeout=5))
+        assert failed["exitstatus"] == "VM quit/powerdown failed - got timeout"
+        forced = wait_task(api, "pve", vm.status.shutdown.post(timeout=5, forceStop=1))
+        assert forced["exitstatus"] == "OK"
+        assert vm.status.current.get()["status"] == "stopped"
+        assert wait_task(api, "pve", vm.delete())["exitstatus"] == "OK"
+        assert backend.calls[-2:] == [("stop", "pve", 230), ("destroy", "pve", 230)]
         assert standin.schema_violations == []
 
 
