@@ -104,8 +104,9 @@ def write_inventory(
         "gorkheavy_proxmox_image_storage": "local",
         "gorkheavy_proxmox_vm_storage": "local-lvm",
         "gorkheavy_proxmox_bridge": "vmbr0",
-        # The stand-in has no SSH servers behind its VMs: wait on the guest agent's address.
+        # No SSH servers behind the stand-in's VMs: wait on the guest agent's address, learn no host keys.
         "gorkheavy_proxmox_wait_for": "agent",
+        "gorkheavy_ssh_known_hosts_file": "",
     }
     settings.update(group_vars or {})
     (inventory / "group_vars" / "all" / "main.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
