@@ -71,6 +71,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve.add_argument("--network", help="podman: the (existing) podman network the VMs are attached to")
     serve.add_argument(
         "--container-prefix",
+        "--name-prefix",
+        dest="container_prefix",
         default="gorkheavy-lab-",
         help="podman: a VM's container is PREFIX + its name (default gorkheavy-lab-)",
     )
@@ -92,7 +94,9 @@ def _remove_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "gorkheavy.lab.owner), running or not, and print their names. Nothing else is touched.",
     )
     remove.add_argument("--network", required=True, help="the podman network the VMs are attached to")
-    remove.add_argument("--container-prefix", default="gorkheavy-lab-")
+    remove.add_argument(
+        "--container-prefix", "--name-prefix", dest="container_prefix", default="gorkheavy-lab-"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
