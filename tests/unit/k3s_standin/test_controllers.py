@@ -469,3 +469,20 @@ def test_a_cordoned_node_takes_no_new_pods(plane: Plane) -> None:
     plane.store.replace(plane.rtype("nodes"), node)
     plane.sync()
     assert plane.list("pods")[0]["spec"]["nodeName"] == "n2"
+
+
+def test_a_pods_spec_changes_only_where_the_apiserver_allows(plane: Plane) -> None:
+    plane.create("deployments", _deployment(replicas=1))
+    plane.sync()
+    pod = plane.list("pods")[0]
+    pod["spec"]["containers"][0]["image"] = "a:2"
+    pod["spec"]["tolerations"].append({"key": "k", "operator": "Exists"})
+    plane.update("pods", copy.deepcopy(pod))
+    pod = plane.get("pods", pod["metadata"]["name"])
+    pod["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "2"}}
+    with pytest.raises(ApiError) as excinfo:
+        plane.update("pods", pod)
+    assert excinfo.value.code == 422
+    assert "pod updates may not change fields other than `spec.containers[*].image`" in str(
+        excinfo.value.status()["message"]
+    )

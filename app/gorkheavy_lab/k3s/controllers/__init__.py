@@ -45,6 +45,15 @@ def _chain(first: Any, second: Any) -> Any:
     return hook
 
 
+def _chain_update(first: Any, second: Any) -> Any:
+    def hook(old: Obj, new: Obj, store: Store) -> None:
+        first(old, new, store)
+        if second is not None:
+            second(old, new, store)
+
+    return hook
+
+
 class ControllerManager:
     def __init__(self, cluster: Cluster) -> None:
         self.ctx = Context(cluster.registry, cluster.store, cluster.log)
@@ -136,6 +145,7 @@ def extension(cluster: Cluster) -> list[Controller]:
         "v1",
         "pods",
         on_create=_chain(pods.pod_defaults, current.on_create),
+        on_update=_chain_update(pods.pod_update, current.on_update),
         columns=current.columns or pods.POD_COLUMNS,
         subresources=tuple(dict.fromkeys((*current.subresources, "binding"))),
     )

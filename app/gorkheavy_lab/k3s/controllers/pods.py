@@ -2,9 +2,13 @@
 K3s server runs: DefaultTolerationSeconds, Priority), the ``pods/binding`` subresource the scheduler binds
 through, and the columns of ``kubectl get pods`` (STATUS as kubectl's printer derives it).
 
+An update may change only what the apiserver lets a Pod's spec change (the containers' images,
+``activeDeadlineSeconds``, added tolerations, removed scheduling gates); anything else is 422 with the
+apiserver's "pod updates may not change fields other than ..." (without its diff of the specs).
+
 Not modelled: the ServiceAccount admission plugin (no ServiceAccount objects are served: no
-``kube-api-access-*`` projected volume is added and ``serviceAccountName`` is only defaulted), Pod spec
-immutability on update, ephemeral containers, resize."""
+``kube-api-access-*`` projected volume is added and ``serviceAccountName`` is only defaulted), ephemeral
+containers, resize."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..kube.errors import ApiError, bad_request, not_found
+from ..kube.errors import ApiError, bad_request, invalid, not_found
 from ..kube.registry import Column, Obj, ResourceType
 from ..kube.store import Store
 from ..kube.tables import AGE, NAME
@@ -100,6 +104,38 @@ def pod_defaults(obj: Obj, _store: Store) -> None:
             {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": stamp()}
         ]
     obj["status"] = {**status, **(obj.get("status") or {})}
+
+
+UPDATE_FORBIDDEN = (
+    "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
+    "existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
+    "previously negative)"
+)
+
+
+def _mutable_view(spec: Obj) -> Obj:
+    view = json.loads(json.dumps(spec))
+    for key in ("containers", "initContainers"):
+        for container in view.get(key) or []:
+            container.pop("image", None)
+    for key in ("activeDeadlineSeconds", "tolerations", "schedulingGates"):
+        view.pop(key, None)
+    return dict(view)
+
+
+def pod_update(old: Obj, new: Obj, _store: Store) -> None:
+    """ValidatePodUpdate's gist: the spec is immutable but for images, the deadline, added tolerations and
+    removed scheduling gates."""
+    before, after = old.get("spec") or {}, new.get("spec") or {}
+    if before == after:
+        return
+    tolerations = after.get("tolerations") or []
+    kept = all(t in tolerations for t in before.get("tolerations") or [])
+    gates = after.get("schedulingGates") or []
+    fewer_gates = all(g in (before.get("schedulingGates") or []) for g in gates)
+    if _mutable_view(before) != _mutable_view(after) or not kept or not fewer_gates:
+        raise invalid("Pod", new["metadata"]["name"], [("spec", UPDATE_FORBIDDEN)])
 
 
 def bind(
