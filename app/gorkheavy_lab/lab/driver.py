@@ -39,7 +39,7 @@ NAMESPACE = "gorkheavy"
 # Seconds between the stand-in's status-daemon cycles (pvestatd's is 10; the provision stage copes with both).
 STATD_PERIOD = 1.0
 # Files the lab's runs write beside inventory/lab, removed by `down`.
-INVENTORY_OUTPUTS = ("kubeconfig-*.yaml", "known_hosts", "known_hosts.old", "artifacts")
+INVENTORY_OUTPUTS = ("kubeconfig-*.yaml", "artifacts")
 
 
 class LabError(RuntimeError):
@@ -318,20 +318,18 @@ class Lab:
         return pid
 
     def proxmox_command(self, port: int, token_secret: str) -> list[str]:
-        d = self.settings.proxmox_dir
-        common = [
+        """The stand-in's serve command: VMs as containers on the lab network. IPv4 forwarding is on in the
+        VMs' network namespaces: the prepare stage's k3s_prereqs role sets it on a real VM and cannot set it
+        inside a container (its /proc/sys is read-only)."""
+        s = self.settings
+        return [
+            sys.executable, "-m", "gorkheavy_lab.proxmox", "serve",
             "--host", "127.0.0.1", "--port", str(port), "--nodes", ",".join(PROXMOX_NODES),
-            "--token", f"{PROXMOX_TOKEN_ID}={token_secret}",
-            "--ca-out", str(d / "pve-ca.pem"), "--state", str(d / "state.json"),
+            "--state-dir", str(s.proxmox_dir), "--token", f"{PROXMOX_TOKEN_ID}={token_secret}",
             "--statd-period", str(STATD_PERIOD),
+            "--backend", "podman", "--network", s.network, "--container-prefix", s.container_prefix,
+            "--image", s.image, "--ip-forward", "1",
         ]  # fmt: skip
-        if self.podman_backend_available():
-            return [
-                sys.executable, "-m", "gorkheavy_lab.proxmox", "serve", *common,
-                "--backend", "podman", "--network", self.settings.network,
-                "--name-prefix", self.settings.container_prefix, "--image", self.settings.image,
-            ]  # fmt: skip
-        return [sys.executable, "-m", "gorkheavy_lab.proxmox", *common, "--agent-delay", "0.2"]
 
     def podman_backend_available(self) -> bool:
         """Whether this checkout's Proxmox stand-in can back its VMs with podman containers."""
@@ -367,9 +365,7 @@ class Lab:
                 start_new_session=True,
             )
         (s.proxmox_dir / "standin.pid").write_text(f"{proc.pid}\n")
-        self._write_info(
-            proxmox_port=port, proxmox_backend="podman" if self.podman_backend_available() else "simulated"
-        )
+        self._write_info(proxmox_port=port)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -446,11 +442,6 @@ class Lab:
         for number, (title, step) in enumerate(steps, start=1):
             self.out(f"lab: [{number}/{total}] {title}")
             step()
-        if self._info().get("proxmox_backend") == "simulated":
-            self.out(
-                "lab: WARNING: this checkout's Proxmox stand-in has no podman backend yet; its VMs are "
-                "simulated and no host answers behind them, so the prepare stage cannot reach them"
-            )
         if not site:
             return 0
         self.out(f"lab: [{total}/{total}] site.yml on the lab: provision, prepare, cluster, ensemble")
@@ -519,11 +510,7 @@ class Lab:
         up &= subnet is not None
         pid = self.proxmox_pid()
         port = info.get("proxmox_port")
-        state = (
-            f"pid {pid}, https://127.0.0.1:{port} ({info.get('proxmox_backend', '?')} VMs)"
-            if pid
-            else "not running"
-        )
+        state = f"pid {pid}, https://127.0.0.1:{port}" if pid else "not running"
         self.out(f"Proxmox stand-in {state}")
         up &= pid is not None
         rows = self.containers()
@@ -559,13 +546,14 @@ class Lab:
             if result.returncode != 0:
                 raise LabError(f"podman network rm {s.network} failed: {result.stderr.strip()}")
             self.out(f"lab: removed the podman network {s.network}")
-        for pattern in INVENTORY_OUTPUTS:
-            for path in s.inventory.glob(pattern):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-                self.out(f"lab: removed {self._rel(path)}")
+        outputs = [p for pattern in INVENTORY_OUTPUTS for p in s.inventory.glob(pattern)]
+        outputs += list(s.inventory.parent.glob(f"{s.inventory.name}.known_hosts*"))
+        for path in outputs:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            self.out(f"lab: removed {self._rel(path)}")
         if s.state_dir.exists():
             shutil.rmtree(s.state_dir)
             self.out(f"lab: removed {self._rel(s.state_dir)}/")

@@ -118,7 +118,8 @@ def test_down_removes_what_the_lab_made_and_nothing_else(podman_lab: Lab) -> Non
                        capture_output=True, check=True)  # fmt: skip
     assert [row["name"] for row in podman_lab.containers()] == [f"{s.container_prefix}vm"]
     (s.inventory / "kubeconfig-gorkheavy-lite.yaml").write_text("{}")
-    (s.inventory / "known_hosts").write_text("")
+    (s.inventory.parent / "lab.known_hosts").write_text("")
+    (s.inventory.parent / "example.known_hosts").write_text("")
     (s.inventory / "hosts.yml").write_text("all: {}\n")
     # a pidfile whose pid is not the stand-in of this checkout is never signalled
     (s.proxmox_dir).mkdir()
@@ -136,6 +137,7 @@ def test_down_removes_what_the_lab_made_and_nothing_else(podman_lab: Lab) -> Non
     assert podman_lab.network_subnet() is None
     assert not s.state_dir.exists()
     assert sorted(p.name for p in s.inventory.iterdir()) == ["hosts.yml"]
+    assert sorted(p.name for p in s.inventory.parent.iterdir()) == ["example.known_hosts", "lab"]
 
 
 @pytest.mark.hosts
