@@ -115,6 +115,17 @@ _Write = tuple[str, Exchange, int, "asyncio.Future[None]"]
 _SQLITE_ERRORS = (sqlite3.Error, RuntimeError)  # RuntimeError: the store's thread is shut down
 
 
+def _settle(outcomes: list[tuple[asyncio.Future[Any], object]]) -> None:
+    """Each waiting operation's result, or its error (an exception); a caller that left is skipped."""
+    for done, outcome in outcomes:
+        if done.done():  # cancelled: its caller went away
+            continue
+        if isinstance(outcome, BaseException):
+            done.set_exception(outcome)
+        else:
+            done.set_result(outcome)
+
+
 def _sqlite_connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # autocommit (transactions are explicit); used only on the store's own thread
@@ -196,13 +207,9 @@ class SqliteStore:
                 found = await self._run(self._select, [(session, limit) for session, limit, _ in batch])
             except _SQLITE_ERRORS as exc:
                 error = MemoryStoreError(f"cannot read the SQLite memory at {self._path} ({exc})")
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_exception(error)
+                _settle([(done, error) for *_, done in batch])
             else:
-                for (*_, done), exchanges in zip(batch, found, strict=True):
-                    if not done.done():  # a caller that left has a cancelled future
-                        done.set_result(exchanges)
+                _settle([(done, exchanges) for (*_, done), exchanges in zip(batch, found, strict=True)])
 
     def _select(self, wanted: list[tuple[str, int]]) -> list[list[Exchange]]:
         """On the store's thread: the last ``limit`` exchanges of each session, oldest first."""
@@ -231,13 +238,9 @@ class SqliteStore:
                 await self._commit(group)
             except _SQLITE_ERRORS as exc:
                 error = MemoryStoreError(f"cannot write the SQLite memory at {self._path} ({exc})")
-                for *_, done in group:
-                    if not done.done():
-                        done.set_exception(error)
+                _settle([(done, error) for *_, done in group])
             else:
-                for *_, done in group:
-                    if not done.done():
-                        done.set_result(None)
+                _settle([(done, None) for *_, done in group])
 
     async def _commit(self, group: list[_Write]) -> None:
         now = time.time()
