@@ -515,11 +515,11 @@ def bench_load(workdir: Path, levels: Sequence[int], rounds: int, setup: LoadSet
                 with gorkheavy_serve(config, workdir, server_cpus) as (api, pid):
                     before = load_average()
                     figures = run_loop(drive_sessions(api, pid, sessions, rounds, backends), setup.loop)
+                    figures["load_average_before_after"] = [before, load_average()]
                 samples = figures.pop("samples")
                 if setup.samples is not None:  # one JSON line per request: its time and its timings
                     with setup.samples.open("a", encoding="utf-8") as out:
                         out.writelines(json.dumps({"sessions": sessions, **x}) + "\n" for x in samples)
-                    figures["load_average_before_after"] = [before, load_average()]
                 for key in ("all", "first_round_cold", "later_rounds_warm"):
                     if figures[key]:
                         figures[key]["p99_over_critical_path"] = figures[key]["p99_s"] / path
