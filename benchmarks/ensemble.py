@@ -383,6 +383,13 @@ async def drive_sessions(
         async with http.get(f"{url}/metrics") as response:
             scraped = await response.text()
     opened = re.search(r"^gorkheavy_backend_connections_opened_total (\S+)$", scraped, re.MULTILINE)
+    # what the server answered (499: the client gave up first, e.g. at this load client's 120 s timeout)
+    answered = {
+        code: int(float(count))
+        for code, count in re.findall(
+            r'^gorkheavy_requests_total\{code="(\d+)",endpoint="/v1/chat"\} (\S+)$', scraped, re.MULTILINE
+        )
+    }
     done.set()
     await sampler
     requests = len(cold) + len(warm)
@@ -414,6 +421,7 @@ async def drive_sessions(
         "cpu_ms_per_request": {k: v * 1000 / max(1, requests) for k, v in cpu.items()},
         # every request makes 5 model calls; all but these found an idle connection in the pool
         "backend_connections_opened": int(float(opened.group(1))) if opened else None,
+        "server_status_codes": answered,
         "load_client_loop_lag_ms": {"p99": pct(lag, 99) * 1000, "max": max(lag) * 1000} if lag else None,
         "rss_before_mb": baseline / 1024,
         "rss_peak_mb": max(peak, rss_kib(pid, "VmHWM")) / 1024,
