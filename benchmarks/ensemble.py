@@ -328,7 +328,12 @@ def breakdown(e2e: float, timings: dict[str, float]) -> dict[str, float]:
 
 def tail_breakdown(samples: list[tuple[float, dict[str, float]]]) -> dict[str, float] | None:
     """The mean of :func:`breakdown` over the slowest 1 % of the requests (at least one)."""
-    usable = [(e2e, t) for e2e, t in samples if "total" in t and "model:judge" in t]
+    needed = {"total", "promptimizer", "judge"} | {
+        f"{prefix}{name}" for prefix in ("expert:", "model:") for name in ("qwen-small", "qwen", "llama")
+    }
+    needed |= {"model:promptimizer", "model:judge"}
+    # a request where a model failed has no such path (its timings lack that model)
+    usable = [(e2e, t) for e2e, t in samples if needed <= t.keys()]
     if not usable:
         return None
     usable.sort(key=lambda item: item[0])
