@@ -214,6 +214,8 @@ def setup_script(
     r = q(root)
     lines = [
         "set -e",
+        # the node's tools by their paths, whatever PATH the container's environment has (restored below)
+        '__kubelet_path="${PATH-}"; __kubelet_had="${PATH+x}"; export PATH=/usr/sbin:/usr/bin:/sbin:/bin',
         f"mount -t tmpfs -o mode=0755 tmpfs {r}",
         f"mkdir -p {r}/.layer/usr/u {r}/.layer/usr/w {r}/usr",
         f"mount -t overlay overlay -o lowerdir=/usr,upperdir={r}/.layer/usr/u,"
@@ -276,7 +278,8 @@ def setup_script(
     if user.drop_caps:
         priv += ["--inh-caps=-all", "--bounding-set=-all"]
     inner = " ".join(q(p) for p in priv) + f' -- /usr/bin/env -C {q(workdir or "/")} -- "$@"'
-    lines.append(f"exec chroot {r} {inner}")
+    lines.append('if [ -n "$__kubelet_had" ]; then export PATH="$__kubelet_path"; else unset PATH; fi')
+    lines.append(f"exec /usr/sbin/chroot {r} {inner}")
     return "\n".join(lines) + "\n"
 
 
