@@ -222,6 +222,6 @@ def test_container_setup_script_mounts_and_user() -> None:
     assert "rm -rf rancher ssh" in script  # the node's K3s and SSH secrets stay out of the container
     assert "/run/r/usr/bin/ollama" in script
     assert script.rstrip().endswith(
-        "exec /usr/sbin/chroot /run/r /usr/bin/setpriv --reuid=1000 --regid=1000 --groups=1000 --no-new-privs "
-        '--inh-caps=-all --bounding-set=-all -- /usr/bin/env -C / -- "$@"'
+        "exec /usr/sbin/chroot /run/r /usr/bin/setpriv --reuid=1000 --regid=1000 --groups=1000 "
+        '--no-new-privs --inh-caps=-all --bounding-set=-all -- /usr/bin/env -C / -- "$@"'
     )
