@@ -326,7 +326,7 @@ def test_ollama_pod_of_the_role_becomes_ready_and_answers_by_service_name(cluste
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
     try:
-        _wait(ready, 180, "the Ollama pod Ready")
+        _wait(ready, 300, "the Ollama pod Ready")
     except AssertionError:
         seen = cluster.kubectl("describe", "pod", "-n", "gorkheavy", "judge-0", check=False)
         logs = model_node.sh("tail -n 20 /var/log/pods/gorkheavy_judge-0_*/*/*.log", check=False).stdout
