@@ -21,6 +21,7 @@ import json
 import re
 import subprocess
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -136,6 +137,8 @@ class PodmanBackend:
         self.clock = clock
         self._listing: dict[int, _Container] = {}
         self._listed_at: float | None = None
+        self._refreshing = threading.Lock()
+        self._generation = 0  # bumped by every change: a listing taken before it is not kept
         self._booted: dict[int, float] = {}  # vmid -> when the guest was first seen booted
         info = self._network_info()
         self.subnets = [
@@ -165,8 +168,21 @@ class PodmanBackend:
     # -- what podman has ---------------------------------------------------------------------------------
 
     def _containers(self, fresh: bool = False) -> dict[int, _Container]:
-        now = self.clock()
-        if fresh or self._listed_at is None or now - self._listed_at >= self.status_ttl:
+        """The containers of this prefix by VMID.
+
+        ``fresh`` (and the first call after a change) asks podman now; otherwise a listing older than
+        ``status_ttl`` is refreshed in the background and the last one is answered, so a slow podman never
+        holds up the API (the caller holds the cluster lock), as pvestatd's status lags a moment behind.
+        """
+        if fresh or self._listed_at is None:
+            self._refresh()
+        elif self.clock() - self._listed_at >= self.status_ttl and self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self._refresh, args=(True,), daemon=True).start()
+        return self._listing
+
+    def _refresh(self, locked: bool = False) -> None:
+        try:
+            now, generation = self.clock(), self._generation
             label = f"label={OWNER_LABEL}={self.prefix}"
             out = _run([self.podman, "ps", "--all", "--format", "json", "--filter", label])
             listing: dict[int, _Container] = {}
@@ -175,11 +191,18 @@ class PodmanBackend:
                 vmid = labels.get(VMID_LABEL, "")
                 if vmid.isdigit():
                     listing[int(vmid)] = _Container(entry["Names"][0], int(vmid), entry.get("State", ""))
-            self._listing = listing
-            self._listed_at = now
-        return self._listing
+            if generation == self._generation:
+                self._listing = listing
+                self._listed_at = now
+        except (PodmanError, subprocess.TimeoutExpired, ValueError):
+            if not locked:
+                raise
+        finally:
+            if locked:
+                self._refreshing.release()
 
     def _forget(self, vmid: int) -> None:
+        self._generation += 1
         self._listed_at = None
         self._booted.pop(vmid, None)
 
@@ -255,10 +278,11 @@ class PodmanBackend:
         _run([self.podman, "kill", "--signal", "SIGRTMIN+3", found.name])
         deadline = self.clock() + timeout
         while self.clock() < deadline:
-            if self.status(node, vmid) != "running":
+            found = self._containers(fresh=True).get(vmid)
+            if found is None or found.state != "running":
+                self._forget(vmid)
                 return
             time.sleep(0.2)
-            self._listed_at = None
         raise RuntimeError(f"VM {vmid} quit/powerdown failed - got timeout")
 
     def destroy(self, node: str, vmid: int) -> None:
@@ -294,6 +318,7 @@ class PodmanBackend:
         names = [c.name for c in self._containers(fresh=True).values()]
         if names:
             _run([self.podman, "rm", "--force", "--time", "0", *names])
+        self._generation += 1
         self._listed_at = None
         return names
 
