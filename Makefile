@@ -58,8 +58,8 @@ test-image: system-deps ## build the systemd test host image when its recipe cha
 	scripts/build-test-image.sh
 
 .PHONY: test
-# The cluster scenario is not part of `make test` yet: its last full run failed at the second removal check
-# and it takes far longer than the suite allows. Run it with `make molecule` or `molecule test -s cluster`.
+# The cluster scenario is not part of `make test` yet: a full run passes, but it takes far longer than the suite
+# allows. Run it with `make molecule` or `molecule test -s cluster`.
 # The scenarios run next to pytest, two at a time, in this order: the longest first.
 TEST_SCENARIOS := prepare ensemble provision
 
