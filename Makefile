@@ -60,13 +60,22 @@ test-image: system-deps ## build the systemd test host image when its recipe cha
 .PHONY: test
 # The cluster scenario is not part of `make test` yet: a full run passes, but it takes far longer than the suite
 # allows. Run it with `make molecule` or `molecule test -s cluster`.
+# The lab's end-to-end test (pytest marker `lab`, tests/e2e) and its molecule scenario `default` are not part of
+# `make test` yet: neither has run to completion, and with the lab's first site.yml run at 15 minutes or more they
+# would take the suite past its time. Run them with `make test-lab`.
 # The scenarios run next to pytest, two at a time, in this order: the longest first.
 TEST_SCENARIOS := prepare ensemble provision
+export PYTEST_MARKERS := not lab
 
 # The image is built before the tests start, so that no two of them build it at once.
-test: venv system-deps lint test-image ## the whole suite: lint, pytest (all) and molecule (TEST_SCENARIOS) side by side, collection build
+test: venv system-deps lint test-image ## the whole suite: lint, pytest (all but the lab) and molecule (TEST_SCENARIOS) side by side, collection build
 	scripts/test-parallel.sh $(TEST_SCENARIOS)
 	$(MAKE) --no-print-directory collection
+
+.PHONY: test-lab
+test-lab: venv system-deps test-image ## the lab end to end: pytest -m lab (tests/e2e), then molecule scenario default
+	scripts/pytest.sh -p no:xdist -m lab tests/e2e
+	scripts/molecule-all.sh default
 
 .PHONY: collection
 collection: venv ## build the gorkheavy.lite collection tarball into build/
@@ -84,10 +93,6 @@ site: venv ## run site.yml (all stages present) against INVENTORY
 # The lab (app/gorkheavy_lab/lab/README.md): the Proxmox VE stand-in as a local service whose VMs are systemd test
 # hosts on the podman network gorkheavy-lab, site.yml with inventory/lab, then gorkheavy chat through kubectl exec.
 LAB := PYTHONPATH=$(CURDIR)/app $(VENV)/bin/python -m gorkheavy_lab.lab
-
-.PHONY: test-image
-test-image: system-deps ## build the systemd test-host image when its recipe changed
-	scripts/build-test-image.sh
 
 .PHONY: lab
 lab: venv test-image ## bring the lab up (or converge it), run site.yml on it, open gorkheavy chat

@@ -4,6 +4,7 @@
 # Usage: scripts/test-parallel.sh SCENARIO...     (longest scenario first: they start in this order)
 #   PYTEST_WORKERS  pytest's workers (scripts/pytest.sh; default 3)
 #   MOLECULE_JOBS   scenarios at once (scripts/molecule-all.sh; default 2 here)
+#   PYTEST_MARKERS  pytest's -m expression (empty: every test)
 #
 # pytest prints as it goes. Each scenario writes to build/test-logs/<scenario>.log; one line says when it starts
 # and one how it ended, and the logs follow once pytest is done. The two share nothing: pytest's test hosts,
@@ -22,7 +23,9 @@ if [ "$#" -gt 0 ]; then
   molecule_pid=$!
 fi
 # The slowest tests are listed at the end, to see where the time goes.
-scripts/pytest.sh --durations=30
+markers=()
+[ -n "${PYTEST_MARKERS:-}" ] && markers=(-m "$PYTEST_MARKERS")
+scripts/pytest.sh --durations=30 "${markers[@]}"
 pytest_rc=$?
 pytest_s=$(($(date +%s) - start))
 molecule_rc=0
