@@ -130,7 +130,7 @@ def run_playbook(
     inventory: Path,
     *args: str,
     secret: str | None = SECRET,
-    timeout: int = 240,
+    timeout: int = 600,  # a hang guard, not a time limit: the suite runs playbooks side by side
     extra_env: dict[str, str] | None = None,
 ) -> Run:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("ANSIBLE_", "PROXMOX_"))}
