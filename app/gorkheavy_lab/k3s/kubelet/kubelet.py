@@ -460,9 +460,8 @@ class DNSAndProxy:
                 await self.k.network.routes(list(self.k.nodes.items.values()), self.k.node_name)
             except OSError as exc:
                 self.k.log.error(f"kube-proxy sync failed: {exc}")
-            waits = [
-                asyncio.create_task(i.changed.wait()) for i in (self.k.services, self.k.pods, self.k.nodes)
-            ]
+            # Wait on what was read above (pods reach kube-proxy through their EndpointSlices).
+            waits = [asyncio.create_task(i.changed.wait()) for i in informers]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
                 w.cancel()
