@@ -169,15 +169,17 @@ async def serve() -> int:
         return 1
     from aiohttp import web  # noqa: PLC0415 - serve only
 
-    from ._golang import parse_duration  # noqa: PLC0415
+    from ._golang import MAX_DURATION, parse_duration  # noqa: PLC0415
 
     keep_alive = os.environ.get("OLLAMA_KEEP_ALIVE", "") or "5m"
     try:  # envconfig.KeepAlive: a Go duration, or a number of seconds; negative keeps models loaded
         seconds = int(keep_alive)
-        keep_alive_ns = seconds * 1_000_000_000 if seconds >= 0 else -1
+        keep_alive_ns = seconds * 1_000_000_000 if seconds >= 0 else MAX_DURATION
     except ValueError:
         try:
             keep_alive_ns = parse_duration(keep_alive)
+            if keep_alive_ns < 0:
+                keep_alive_ns = MAX_DURATION
         except ValueError:
             _log(
                 "WARN",

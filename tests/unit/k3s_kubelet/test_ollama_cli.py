@@ -4,10 +4,12 @@ catalogue only (an unknown model fails as the real CLI fails), `list`, `show`, `
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,3 +109,26 @@ def test_a_pulled_model_survives_a_restart(tmp_path: Path) -> None:
         1,
         "Error: could not connect to ollama server, run 'ollama serve' to start it\n",
     )
+
+
+@pytest.mark.parametrize("keep_alive", ["-1", "-1m"])
+def test_a_negative_keep_alive_keeps_the_model_loaded(tmp_path: Path, keep_alive: str) -> None:
+    """OLLAMA_KEEP_ALIVE below zero (seconds or a Go duration) keeps a model loaded for ever, as in Ollama."""
+    host = f"127.0.0.1:{_free_port()}"
+    env = {
+        **os.environ,
+        "OLLAMA_HOST": host,
+        "OLLAMA_MODELS": str(tmp_path / "models"),
+        "OLLAMA_KEEP_ALIVE": keep_alive,
+        "PYTHONPATH": str(APP),
+    }
+    with serving(env):
+        assert ollama(env, "pull", "gemma3:1b").returncode == 0
+        body = json.dumps({"model": "gemma3:1b", "prompt": "hi", "stream": False}).encode()
+        request = urllib.request.Request(f"http://{host}/api/generate", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert json.load(answer)["done"] is True
+        with urllib.request.urlopen(f"http://{host}/api/ps", timeout=30) as answer:
+            running = json.load(answer)["models"]
+    assert [model["name"] for model in running] == ["gemma3:1b"]
+    assert running[0]["expires_at"] > "2200"
