@@ -12,7 +12,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,14 +69,18 @@ class PodmanLab(Lab):
         )
 
     def play(self, playbook: str, inventory: Path, *args: str, **kwargs: Any) -> harness.Run:
-        # a VM recreated at an address gets a new host: never reuse an SSH master connection across runs
-        control = self.tmp_path / f"cp-{secrets.token_hex(3)}"
-        control.mkdir()
+        # A VM recreated at an address gets a new host: never reuse an SSH master connection across runs. The
+        # directory is short and under /tmp, since a socket path is limited to 107 bytes and pytest's own
+        # temporary paths grow with its run count and worker name.
+        control = Path(tempfile.mkdtemp(prefix="gh-cp-", dir="/tmp"))
         env = {
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control),
             "ANSIBLE_LOG_PATH": str(self.tmp_path / "ansible.log"),
         }
-        return harness.run_playbook(playbook, inventory, *args, extra_env=env, **kwargs)
+        try:
+            return harness.run_playbook(playbook, inventory, *args, extra_env=env, **kwargs)
+        finally:
+            shutil.rmtree(control, ignore_errors=True)
 
     def admin(self) -> ProxmoxAPI:
         """As Lab.admin, with a longer timeout: the real hosts' podman calls are slow on a busy machine."""
