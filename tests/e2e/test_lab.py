@@ -151,6 +151,13 @@ def test_make_lab_brings_the_lab_up_and_runs_site_yml(lab_up: Result) -> None:
     placed = {p["metadata"]["labels"]["app"]: p["spec"]["nodeName"] for p in pods}
     assert placed["orchestrator"] == SERVER, placed
     assert {placed[m] for m in ("promptimizer", "llama", "qwen", "qwen-small", "judge")} == {AGENT_1, AGENT_2}
+    # what `ps` shows every local user of the Proxmox stand-in: its token file, not the token's secret
+    driver = Lab(LabSettings())
+    pid = driver.proxmox_pid()
+    assert pid is not None
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert driver.secrets()["vault_gorkheavy_proxmox_api_token_secret"].encode() not in cmdline
+    assert driver.proxmox_token_file.stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.timeout(1200)

@@ -317,15 +317,21 @@ class Lab:
             return None
         return pid
 
-    def proxmox_command(self, port: int, token_secret: str) -> list[str]:
-        """The stand-in's serve command: VMs as containers on the lab network. IPv4 forwarding is on in the
-        VMs' network namespaces: the prepare stage's k3s_prereqs role sets it on a real VM and cannot set it
-        inside a container (its /proc/sys is read-only)."""
+    @property
+    def proxmox_token_file(self) -> Path:
+        return self.settings.proxmox_dir / "tokens"
+
+    def proxmox_command(self, port: int) -> list[str]:
+        """The stand-in's serve command: VMs as containers on the lab network. The API token's secret is in
+        a file only this user can read (``write_proxmox_token_file``), never on the command line, which every
+        local user sees in ``ps``. IPv4 forwarding is on in the VMs' network namespaces: the prepare stage's
+        k3s_prereqs role sets it on a real VM and cannot set it inside a container (its /proc/sys is
+        read-only)."""
         s = self.settings
         return [
             sys.executable, "-m", "gorkheavy_lab.proxmox", "serve",
             "--host", "127.0.0.1", "--port", str(port), "--nodes", ",".join(PROXMOX_NODES),
-            "--state-dir", str(s.proxmox_dir), "--token", f"{PROXMOX_TOKEN_ID}={token_secret}",
+            "--state-dir", str(s.proxmox_dir), "--token-file", str(self.proxmox_token_file),
             "--statd-period", str(STATD_PERIOD),
             "--backend", "podman", "--network", s.network, "--container-prefix", s.container_prefix,
             "--image", s.image, "--ip-forward", "1",
@@ -353,7 +359,9 @@ class Lab:
             self._stop_pid(pid)
         port = s.proxmox_port if _port_free(s.proxmox_port) else _free_port()
         log = s.proxmox_dir / "standin.log"
-        command = self.proxmox_command(port, self.secrets()["vault_gorkheavy_proxmox_api_token_secret"])
+        secret = self.secrets()["vault_gorkheavy_proxmox_api_token_secret"]
+        _write_private(self.proxmox_token_file, f"{PROXMOX_TOKEN_ID}={secret}\n")
+        command = self.proxmox_command(port)
         with log.open("ab") as handle:
             proc = subprocess.Popen(
                 command,

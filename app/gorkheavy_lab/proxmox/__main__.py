@@ -41,7 +41,20 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     serve.add_argument("--state", help="JSON state file (default: STATE_DIR/state.json)")
     serve.add_argument("--ca-out", help="write the CA certificate (PEM) here (default: STATE_DIR/pve-ca.pem)")
-    serve.add_argument("--token", action="append", default=[], help="'user@realm!name=SECRET' (repeatable)")
+    serve.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        help="'user@realm!name=SECRET' (repeatable; on the command line, so visible in ps: see --token-file)",
+    )
+    serve.add_argument(
+        "--token-file",
+        type=Path,
+        action="append",
+        default=[],
+        help="a file of one 'user@realm!name=SECRET' per line (blank lines and '#' comments skipped), "
+        "readable by its owner only (repeatable)",
+    )
     serve.add_argument("--user", action="append", default=[], help="'user@realm=PASSWORD' for ticket login")
     serve.add_argument(
         "--task-duration", action="append", default=[], help="'type=seconds', e.g. qmclone=0.3"
@@ -161,10 +174,17 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             parser.error(f"--storage {spec!r}: expected NAME=TYPE:CONTENT[,CONTENT...][:shared]")
         standin.add_storage(StorageDef(name, kind, content.split(","), shared=flag == "shared"))
     for token in args.token:
-        tokenid, sep, secret = token.partition("=")
-        if not sep or not re.fullmatch(r"[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*", tokenid):
+        tokenid, secret = _token(token)
+        if not tokenid:
             parser.error(f"--token {token!r}: expected 'user@realm!name=SECRET'")
         standin.add_token(tokenid, secret)
+    for path in args.token_file:
+        try:
+            tokens = _token_file(path)
+        except ValueError as exc:
+            parser.error(f"--token-file {path}: {exc}")
+        for tokenid, secret in tokens:
+            standin.add_token(tokenid, secret)
     for user in args.user:
         userid, sep, password = user.partition("=")
         if not sep or "@" not in userid:
@@ -173,6 +193,37 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     with contextlib.suppress(KeyboardInterrupt):
         standin.serve_forever(args.host, args.port, ca_out=ca_out)
+
+
+def _token(spec: str) -> tuple[str, str]:
+    """('user@realm!name', 'SECRET') of 'user@realm!name=SECRET'; ('', '') when malformed."""
+    tokenid, sep, secret = spec.partition("=")
+    if not sep or not secret or not re.fullmatch(r"[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*", tokenid):
+        return "", ""
+    return tokenid, secret
+
+
+def _token_file(path: Path) -> list[tuple[str, str]]:
+    """The tokens of a token file. The secrets are never put into an error message."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ValueError(f"its mode is {mode & 0o777:04o}; the secrets need 0600 (chmod 600 {path})")
+    tokens = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        tokenid, secret = _token(line)
+        if not tokenid:
+            raise ValueError(f"line {number}: expected 'user@realm!name=SECRET'")
+        tokens.append((tokenid, secret))
+    if not tokens:
+        raise ValueError("it names no token")
+    return tokens
 
 
 def _resolv_conf(path: Path) -> tuple[list[str], str]:

@@ -202,6 +202,9 @@ def test_volume_endpoints_and_preflight_reads() -> None:
 def test_command_line_server(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     state = tmp_path / "state.json"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# the lab's token\n\n{TOKEN_ID}={TOKEN_SECRET}\n")
+    tokens.chmod(0o600)
     port = _free_port()
     process = subprocess.Popen(
         [
@@ -214,8 +217,8 @@ def test_command_line_server(tmp_path: Path) -> None:
             str(port),
             "--nodes",
             "pve1,pve2",
-            "--token",
-            f"{TOKEN_ID}={TOKEN_SECRET}",
+            "--token-file",
+            str(tokens),
             "--state",
             str(state),
             "--ca-out",
@@ -248,10 +251,42 @@ def test_command_line_server(tmp_path: Path) -> None:
         assert nfs[0]["shared"] == 1
         wait_task(api, "pve2", api.nodes("pve2").qemu.post(vmid=300, name="persisted"))
         assert state.exists()
+        # what `ps` shows every local user: the token file's name, not the secret
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        assert str(tokens).encode() in cmdline
+        assert TOKEN_SECRET.encode() not in cmdline
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=10)
     assert '"persisted"' in state.read_text()
+
+
+@pytest.mark.parametrize(
+    ("mode", "text", "message"),
+    [
+        (0o644, f"{TOKEN_ID}={TOKEN_SECRET}\n", "its mode is 0644; the secrets need 0600 (chmod 600 "),
+        (0o600, "gorkheavy@pve=no-token-name\n", "line 1: expected 'user@realm!name=SECRET'"),
+        (0o600, "# nothing\n", "it names no token"),
+    ],
+)
+def test_a_token_file_others_can_read_or_that_names_no_token_is_refused(
+    tmp_path: Path, mode: int, text: str, message: str
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(text)
+    tokens.chmod(mode)
+    result = subprocess.run(
+        [sys.executable, "-m", "gorkheavy_lab.proxmox", "serve", "--port", "0", "--token-file", str(tokens)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "app")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"--token-file {tokens}: {message}" in result.stderr
+    assert TOKEN_SECRET not in result.stderr
 
 
 def _cli_client(port: int, ca: Path) -> Any:
