@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import controllers, images, systemd
+from . import controllers, images, serving, systemd
 from .agent import Agent, AgentConfig
 from .kube import core, workloads
 from .kube.api import ApiServer
@@ -431,9 +431,7 @@ async def run(values: dict[str, Any], args: list[str], release: Release, log: Lo
     ctx.load_cert_chain(str(crt), str(key))
     ctx.load_verify_locations(cadata=pki.client_ca.pem.decode())
     ctx.verify_mode = ssl.CERT_OPTIONAL
-    runner = web.AppRunner(api.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, bind, port, ssl_context=ctx)
+    runner, site = await serving.listener(api.app(), bind, port, ctx)
     try:
         await site.start()
     except OSError as exc:

@@ -1,17 +1,20 @@
 """A server across restarts: the generated token is kept, the kubeconfig rewritten with the default mode 0600
 (or K3S_KUBECONFIG_MODE), another token afterwards is fatal as in K3s, a busy port is fatal, a newer build on
-the same data reports its version, an agent rides out a server restart."""
+the same data reports its version, an agent rides out a server restart, a stop with a watch open takes seconds
+as in K3s."""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from gorkheavy_lab.k3s.testing import Process, build_artifact, free_port, kubectl, running
+import pytest
+from gorkheavy_lab.k3s.testing import Process, build_artifact, free_port, kubectl, kubectl_binary, running
 
 
 def _args(root: Path, port: int, *extra: str) -> list[str]:
@@ -167,3 +170,32 @@ def test_agent_survives_a_server_restart(k3s_binary: Path, tmp_path: Path) -> No
         assert log.count(registered) == 1  # it never had to join again
     finally:
         server.stop()
+
+
+def test_a_stop_ends_open_watches_and_takes_seconds(k3s_binary: Path, tmp_path: Path) -> None:
+    """The agents' watches never end on their own: a stop must end them (as the apiserver does at shutdown)
+    rather than wait for the clients, or every restart of the server takes a minute."""
+    port = free_port()
+    kubeconfig = tmp_path / "etc" / "k3s" / "k3s.yaml"
+    registered = "Annotations and labels have been set successfully"
+    server = Process(k3s_binary, tmp_path, _args(tmp_path, port)).start()
+    try:
+        server.wait_for(registered)
+        with subprocess.Popen(
+            [kubectl_binary(), "--kubeconfig", str(kubeconfig), "get", "nodes", "--watch", "--no-headers"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        ) as watch:
+            assert watch.stdout is not None
+            assert watch.stdout.readline().split()[:2] == ["k3sim-restart", "Ready"]  # the watch is open
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = server.proc.wait(20)  # K3s stops in a few seconds; the watch held it for 60 s
+            except subprocess.TimeoutExpired:
+                pytest.fail("the server did not stop within 20 s of SIGTERM while a watch was open")
+            watch.kill()
+    finally:
+        server.stop()
+    assert rc == 0, server.log()

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
-from gorkheavy_lab.k3s import server
+from gorkheavy_lab.k3s import server, serving
 from gorkheavy_lab.k3s.kube import core
 from gorkheavy_lab.k3s.kube.api import ApiServer
 from gorkheavy_lab.k3s.kube.extensions import Cluster
@@ -51,6 +51,8 @@ class Lab:
     api_url: str
     kubelet_url: str
     pki: ServerPKI
+    # stops both servers as the stand-in stops them (``runner.cleanup()``); False if that took over 30 s
+    stop: Callable[[], bool]
 
     def admin_ssl(self) -> ssl.SSLContext:
         """A client context with the admin certificate, trusting the cluster's server CA."""
@@ -206,10 +208,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         kubelet_ctx.verify_mode = ssl.CERT_REQUIRED
         kubelet_app = web.Application()
         kubelet_routes(kubelet_app, runtime)
-        runners = [web.AppRunner(api.app(), access_log=None), web.AppRunner(kubelet_app, access_log=None)]
-        for runner, port, ctx in zip(runners, (api_port, kubelet_port), (api_ctx, kubelet_ctx), strict=True):
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+        runners = []
+        for app, port, ctx in ((api.app(), api_port, api_ctx), (kubelet_app, kubelet_port, kubelet_ctx)):
+            runner, site = await serving.listener(app, "127.0.0.1", port, ctx)  # as the stand-in serves
+            await site.start()
+            runners.append(runner)
         started.set_result(api)
         await stop.wait()
         for runner in runners:
@@ -218,6 +221,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
     thread.start()
     api = started.result(20)
+
+    def stop_servers() -> bool:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        return not thread.is_alive()
+
     yield Lab(
         loop,
         api,
@@ -227,9 +236,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         f"https://127.0.0.1:{api_port}",
         f"https://127.0.0.1:{kubelet_port}",
         pki,
+        stop_servers,
     )
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
+    stop_servers()
 
 
 def stamp(offset: float = 0) -> str:

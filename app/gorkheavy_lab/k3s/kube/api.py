@@ -68,6 +68,8 @@ class ApiServer:
     subresource_handlers: dict[tuple[str, str, str], SubresourceHandler] = field(default_factory=dict)
     deleter: Deleter | None = None
     on_written: Callable[[ResourceType, Obj], None] | None = None
+    # set when the server stops (``app.on_shutdown``): open watches end, as the apiserver ends them
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     # --- identity -----------------------------------------------------------------------------------
     @staticmethod
@@ -123,6 +125,7 @@ class ApiServer:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.errors], client_max_size=8 * 1024 * 1024)
+        app.on_shutdown.append(self._stop)
         app.add_routes(self.extra_routes)
         app.add_routes(
             [
@@ -148,6 +151,9 @@ class ApiServer:
             ]
         )
         return app
+
+    async def _stop(self, _app: web.Application) -> None:
+        self.stopping.set()
 
     def authenticated(self, request: web.Request) -> User:
         user = self.user(request)
@@ -449,12 +455,12 @@ class ApiServer:
                     floor = past.rv
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
-            while True:
+            while not self.stopping.is_set():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 try:
-                    # wake now and then to notice a client that went away, so that shutdown does not wait
+                    # wake at least every second to notice a client that went away or the server stopping
                     event: Event = await asyncio.wait_for(queue.get(), min(remaining, 1.0))
                 except TimeoutError:
                     if request.transport is None or request.transport.is_closing():
@@ -463,7 +469,7 @@ class ApiServer:
                 if event.rtype.key != rtype.key or event.rv <= floor or not matches(event.obj):
                     continue
                 await send(event.type, event.obj)
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
             pass
         finally:
             self.store.unsubscribe(queue)

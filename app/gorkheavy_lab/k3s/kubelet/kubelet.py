@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from .. import serving
 from ..logs import Logger
 from . import dns, network, spec
 from .pods import STORAGE_DIR, PodWorker, decode_secret, now
@@ -388,9 +389,8 @@ class Kubelet:
         kubelet_routes(app, self)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/pods", self._pods_endpoint)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "0.0.0.0", 10250, ssl_context=ctx).start()
+        self._runner, site = await serving.listener(app, "0.0.0.0", 10250, ctx)
+        await site.start()
         self.log.info("Started kubelet server on :10250")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
