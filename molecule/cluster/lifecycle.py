@@ -190,7 +190,11 @@ def block_api_port(hosts: dict[str, Any]) -> Iterator[str]:
 def port_6443_taken(hosts: dict[str, Any]) -> Iterator[None]:
     """Stop K3s on the server and let another program listen on 6443, so that K3s cannot start its API."""
     server = hosts[SERVER]
+    # The agents hold watches open on the server: K3s ends them and stops within seconds, not a minute.
+    started = time.monotonic()
     sh(server, "systemctl stop k3s.service")
+    took = time.monotonic() - started
+    assert took < 20, f"systemctl stop k3s.service took {took:.0f} s with the agents joined"
     sh(
         server,
         "systemd-run --unit=gorkheavy-cluster-port-taker --property=Type=simple "
