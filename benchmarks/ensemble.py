@@ -342,6 +342,12 @@ def tail_breakdown(samples: list[tuple[float, dict[str, float]]]) -> dict[str, f
     return {key: statistics.fmean(p[key] for p in parts) for key in parts[0]}
 
 
+def gc_collections(scraped: str) -> dict[str, int]:
+    """The interpreter's garbage collections so far by generation, from a /metrics scrape."""
+    found = re.findall(r'^python_gc_collections_total\{generation="(\d)"\} (\S+)$', scraped, re.MULTILINE)
+    return {generation: int(float(count)) for generation, count in found}
+
+
 async def drive_sessions(
     url: str, pid: int, sessions: int, rounds: int, backends: Sequence[int] = ()
 ) -> dict[str, Any]:
@@ -375,6 +381,8 @@ async def drive_sessions(
             else:
                 errors[str(status)] = errors.get(str(status), 0) + 1
 
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
+        collections_before = gc_collections(await response.text())
     baseline = rss_kib(pid)
     cpu_before = {"server": cpu_seconds(pid), "backends": sum(map(cpu_seconds, backends))}
     client_before = time.process_time()
@@ -387,6 +395,7 @@ async def drive_sessions(
         wall = time.perf_counter() - started
         async with http.get(f"{url}/metrics") as response:
             scraped = await response.text()
+    collections = gc_collections(scraped)
     opened = re.search(r"^gorkheavy_backend_connections_opened_total (\S+)$", scraped, re.MULTILINE)
     # what the server answered (499: the client gave up first, e.g. at this load client's 120 s timeout)
     answered = {
@@ -426,6 +435,8 @@ async def drive_sessions(
         "cpu_ms_per_request": {k: v * 1000 / max(1, requests) for k, v in cpu.items()},
         # every request makes 5 model calls; all but these found an idle connection in the pool
         "backend_connections_opened": int(float(opened.group(1))) if opened else None,
+        # the server's garbage collections during the level, by generation
+        "server_gc_collections": {g: n - collections_before.get(g, 0) for g, n in collections.items()},
         "server_status_codes": answered,
         "load_client_loop_lag_ms": {"p99": pct(lag, 99) * 1000, "max": max(lag) * 1000} if lag else None,
         "rss_before_mb": baseline / 1024,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, generate_latest
 
 from gorkheavy.core.types import EnsembleResult, StageEvent, StageStatus
 
@@ -77,6 +77,9 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        # the interpreter's garbage collections by generation (python_gc_collections_total and the objects
+        # they found), as prometheus_client's default registry shows them
+        GCCollector(registry=r)
 
     def on_event(self, event: StageEvent) -> None:
         if event.status is StageStatus.OK:

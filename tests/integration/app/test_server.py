@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import logging
 import math
@@ -22,7 +24,7 @@ import openai
 import pytest
 import yaml
 from aiohttp import web
-from gorkheavy import api
+from gorkheavy import api, server
 from gorkheavy.backends.memory import SqliteStore
 from gorkheavy.config import build
 from gorkheavy.server import STATE, create_app, make_runner
@@ -317,9 +319,29 @@ async def test_metrics_expose_stage_and_model_latency_errors_and_in_flight(
     opened = re.search(r"gorkheavy_backend_connections_opened_total (\d+)\.0", text)
     assert opened, text
     assert 1 <= int(opened.group(1)) <= 3
+    assert re.search(r'^python_gc_collections_total\{generation="0"\} \d+\.0$', text, re.MULTILINE)
     # a second app has a registry of its own
     async with serve() as (url, http), http.get(f"{url}/metrics") as response:
         assert "gorkheavy_model_errors_total{" not in await response.text()
+
+
+async def test_serve_collects_garbage_seldom_while_it_serves_and_restores_the_collector(
+    backend: Backend,
+) -> None:
+    before = gc.get_threshold()
+    config = build(roster(backend.url, server={"host": "127.0.0.1", "port": 0}))
+    serving = asyncio.create_task(server.serve(config, {}))
+    try:
+        async with asyncio.timeout(10):
+            while gc.get_threshold() != server.GC_THRESHOLDS:
+                assert not serving.done(), serving.result()
+                await asyncio.sleep(0.01)
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        gc.unfreeze()  # what serve froze at its start is this test process's, not a server's
+    assert gc.get_threshold() == before
 
 
 # -- SIGTERM drain, on a real `gorkheavy serve` process ------------------------------------------------
