@@ -15,7 +15,7 @@ import json
 import sqlite3
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +110,42 @@ CREATE INDEX IF NOT EXISTS exchanges_by_session ON exchanges (session, id);
 """
 
 
+# A batch's statements, one per chunk of sessions (``{rows}``: that many ``(?, ...)`` groups). Each does the
+# whole chunk in one step of SQLite: the sqlite3 module lets other threads run while SQLite works and takes
+# the interpreter back after every step, and while the event loop is busy each take waits up to the
+# switch interval (5 ms), so a statement or a row per session made a burst's batch take seconds.
+_SELECT_RECENT = """
+WITH wanted(pos, session, lim) AS (VALUES {rows}),
+ranked AS (
+    SELECT w.pos, e.id, e.user_text, e.answer, e.winner, w.lim,
+           row_number() OVER (PARTITION BY w.pos ORDER BY e.id DESC) AS n
+    FROM wanted AS w JOIN exchanges AS e ON e.session = w.session
+)
+SELECT json_group_array(json_array(pos, id, user_text, answer, winner)) FROM ranked WHERE n <= lim
+"""
+_INSERT = "INSERT INTO exchanges (session, created, user_text, answer, winner) VALUES {rows}"
+_KEEP_LAST = """
+WITH kept(session, keep) AS (VALUES {rows})
+DELETE FROM exchanges WHERE id IN (
+    SELECT id FROM (
+        SELECT e.id, k.keep, row_number() OVER (PARTITION BY e.session ORDER BY e.id DESC) AS n
+        FROM kept AS k JOIN exchanges AS e ON e.session = k.session
+    ) WHERE n > keep
+)
+"""
+
+
+def _statements(sql: str, rows: Sequence[Sequence[Any]], max_params: int) -> Iterator[tuple[str, list[Any]]]:
+    """``sql`` with its ``{rows}`` filled in for chunks of ``rows``, each within SQLite's parameter limit,
+    and the parameters of each chunk."""
+    width = len(rows[0]) if rows else 1
+    per = max(1, max_params // width)
+    group = "(" + ", ".join(["?"] * width) + ")"
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        yield sql.format(rows=", ".join([group] * len(chunk))), [value for row in chunk for value in row]
+
+
 _Read = tuple[str, int, "asyncio.Future[list[Exchange]]"]
 _Write = tuple[str, Exchange, int, "asyncio.Future[None]"]
 _SQLITE_ERRORS = (sqlite3.Error, RuntimeError)  # RuntimeError: the store's thread is shut down
@@ -143,10 +179,14 @@ class SqliteStore:
     """One SQLite connection on a thread of its own (WAL journal); reads and writes go there in batches.
 
     Whatever has queued up while the thread was busy goes in one hop: the reads of every request that
-    arrived meanwhile (one indexed SELECT each), and the writes of every answer that finished meanwhile
-    (one transaction: insert all, prune each session, commit). So a burst of requests costs a few hops
-    instead of one per read and four per write, a write does not wait behind hundreds of single reads,
-    and the event loop is woken once per batch. A failed batch fails each of its operations.
+    arrived meanwhile (one SELECT for all of them, its rows returned as one JSON text), and the writes of
+    every answer that finished meanwhile (one transaction: one INSERT of all, one DELETE that prunes every
+    session, commit). So a burst of requests costs a few hops instead of one per read and four per write,
+    a write does not wait behind hundreds of single reads, and a batch takes the interpreter back from a
+    busy event loop a few times instead of once per row. A hop starts from the step of the caller that
+    finds none under way and is settled by a callback from the thread, with no task in between: under a
+    burst every round of the event loop takes long, and each task hop would cost one. A failed batch fails
+    each of its operations.
     """
 
     def __init__(
@@ -160,11 +200,11 @@ class SqliteStore:
         self._thread = thread
         self._path = path
         self._reads: list[_Read] = []
-        self._reader: asyncio.Task[None] | None = None
         self._queued: list[_Write] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._hops: dict[str, asyncio.Future[None]] = {}  # "read" / "write": the batch on the thread now
         self._retention = retention or Retention()
         self._pruned = 0.0  # the first write prunes what a previous run left
+        self._max_params = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
     @classmethod
     async def open(cls, path: Path, retention: Retention | None = None) -> SqliteStore:
@@ -189,6 +229,31 @@ class SqliteStore:
         """``function(*args)`` on the store's thread."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
+    def _hop(self, kind: str, work: Callable[[], _T], settle: Callable[[_T | Exception], None]) -> None:
+        """``work()`` on the store's thread; ``settle`` gets its result or its error on the event loop,
+        called straight from the thread's completion."""
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+        self._hops[kind] = finished
+
+        def back(outcome: _T | Exception) -> None:  # on the event loop
+            del self._hops[kind]
+            finished.set_result(None)
+            settle(outcome)
+
+        def run() -> None:  # on the store's thread
+            outcome: _T | Exception
+            try:
+                outcome = work()
+            except Exception as exc:  # whatever failed, the waiting callers hear of it
+                outcome = exc
+            loop.call_soon_threadsafe(back, outcome)
+
+        try:
+            self._thread.submit(run)
+        except RuntimeError as exc:  # the store's thread is shut down
+            back(exc)
+
     # -- reads -----------------------------------------------------------------------------------------------
 
     async def recent(self, session: str, limit: int) -> list[Exchange]:
@@ -196,30 +261,34 @@ class SqliteStore:
             return []
         done: asyncio.Future[list[Exchange]] = asyncio.get_running_loop().create_future()
         self._reads.append((session, limit, done))
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read_queued())
+        if "read" not in self._hops:
+            self._read_queued()
         return await done
 
-    async def _read_queued(self) -> None:
-        while self._reads:
-            batch, self._reads = self._reads, []
-            try:
-                found = await self._run(self._select, [(session, limit) for session, limit, _ in batch])
-            except _SQLITE_ERRORS as exc:
-                error = MemoryStoreError(f"cannot read the SQLite memory at {self._path} ({exc})")
+    def _read_queued(self) -> None:
+        """The reads queued so far, in one hop; those queued meanwhile go in the next."""
+        batch, self._reads = self._reads, []
+        wanted = [(session, limit) for session, limit, _ in batch]
+
+        def settle(found: list[list[Exchange]] | Exception) -> None:
+            if isinstance(found, Exception):
+                error = MemoryStoreError(f"cannot read the SQLite memory at {self._path} ({found})")
                 _settle([(done, error) for *_, done in batch])
             else:
                 _settle([(done, exchanges) for (*_, done), exchanges in zip(batch, found, strict=True)])
+            if self._reads:
+                self._read_queued()
+
+        self._hop("read", lambda: self._select(wanted), settle)
 
     def _select(self, wanted: list[tuple[str, int]]) -> list[list[Exchange]]:
         """On the store's thread: the last ``limit`` exchanges of each session, oldest first."""
-        out = []
-        for session, limit in wanted:
-            rows = self._db.execute(
-                "SELECT user_text, answer, winner FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?",
-                (session, limit),
-            ).fetchall()
-            out.append([Exchange(str(r[0]), str(r[1]), str(r[2])) for r in reversed(rows)])
+        out: list[list[Exchange]] = [[] for _ in wanted]
+        numbered = [(pos, session, limit) for pos, (session, limit) in enumerate(wanted)]
+        for sql, params in _statements(_SELECT_RECENT, numbered, self._max_params):
+            (found,) = self._db.execute(sql, params).fetchone()
+            for pos, _, user, answer, winner in sorted(json.loads(found)):  # by session, then oldest first
+                out[pos].append(Exchange(str(user), str(answer), str(winner)))
         return out
 
     # -- writes ----------------------------------------------------------------------------------------------
@@ -227,29 +296,30 @@ class SqliteStore:
     async def append(self, session: str, exchange: Exchange, keep: int) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queued.append((session, exchange, keep, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_queued())
+        if "write" not in self._hops:
+            self._write_queued()
         await asyncio.shield(done)  # a caller that leaves does not take the group's write with it
 
-    async def _write_queued(self) -> None:
-        while self._queued:
-            group, self._queued = self._queued, []
-            try:
-                await self._commit(group)
-            except _SQLITE_ERRORS as exc:
-                error = MemoryStoreError(f"cannot write the SQLite memory at {self._path} ({exc})")
-                _settle([(done, error) for *_, done in group])
-            else:
-                _settle([(done, None) for *_, done in group])
-
-    async def _commit(self, group: list[_Write]) -> None:
+    def _write_queued(self) -> None:
+        """The writes queued so far, in one transaction (one hop); those queued meanwhile go in the next."""
+        group, self._queued = self._queued, []
         now = time.time()
         prune = self._retention.due(self._pruned, now)
         if prune:
             self._pruned = now
         rows = [(s, now, e.user, e.answer, e.winner) for s, e, _, _ in group]
         keeps = {s: max(keep, 0) for s, _, keep, _ in group}
-        await self._run(self._transaction, rows, keeps, now if prune else None)
+
+        def settle(outcome: Exception | None) -> None:
+            if outcome is not None:
+                error = MemoryStoreError(f"cannot write the SQLite memory at {self._path} ({outcome})")
+                _settle([(done, error) for *_, done in group])
+            else:
+                _settle([(done, None) for *_, done in group])
+            if self._queued:
+                self._write_queued()
+
+        self._hop("write", lambda: self._transaction(rows, keeps, now if prune else None), settle)
 
     def _transaction(
         self, rows: list[tuple[str, float, str, str, str]], keeps: dict[str, int], prune_at: float | None
@@ -258,15 +328,10 @@ class SqliteStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                "INSERT INTO exchanges (session, created, user_text, answer, winner) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-            db.executemany(
-                "DELETE FROM exchanges WHERE session = ? AND id NOT IN "
-                "(SELECT id FROM exchanges WHERE session = ? ORDER BY id DESC LIMIT ?)",
-                [(s, s, keep) for s, keep in keeps.items()],
-            )
+            for sql, params in _statements(_INSERT, rows, self._max_params):  # in order: ids ascending
+                db.execute(sql, params)
+            for sql, params in _statements(_KEEP_LAST, list(keeps.items()), self._max_params):
+                db.execute(sql, params)
             if prune_at is not None:
                 self._prune(prune_at)
             db.execute("COMMIT")
@@ -295,10 +360,8 @@ class SqliteStore:
         return f"SQLite memory at {self._path} ({count} stored exchanges)"
 
     async def close(self) -> None:
-        for task in (self._reader, self._writer):
-            if task is not None:
-                with contextlib.suppress(Exception):
-                    await task
+        while self._hops:  # the batches on the thread, and those queued meanwhile
+            await asyncio.gather(*self._hops.values())
         with contextlib.suppress(*_SQLITE_ERRORS):
             await self._run(self._db.close)
         self._thread.shutdown(wait=False)
