@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import operator
+import queue
 import sqlite3
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from gorkheavy.config import AppConfig
 from gorkheavy.core.redact import redact
@@ -123,6 +125,7 @@ ranked AS (
 )
 SELECT json_group_array(json_array(pos, id, user_text, answer, winner)) FROM ranked WHERE n <= lim
 """
+_BY_POSITION_AND_ID = operator.itemgetter(0, 1)
 _INSERT = "INSERT INTO exchanges (session, created, user_text, answer, winner) VALUES {rows}"
 _KEEP_LAST = """
 WITH kept(session, keep) AS (VALUES {rows})
@@ -162,6 +165,62 @@ def _settle(outcomes: list[tuple[asyncio.Future[Any], object]]) -> None:
             done.set_result(outcome)
 
 
+def _resolve(done: asyncio.Future[_T], outcome: _T | BaseException, failed: bool) -> None:
+    if done.done():  # cancelled: its caller went away
+        return
+    if failed:
+        done.set_exception(cast(BaseException, outcome))
+    else:
+        done.set_result(cast(_T, outcome))
+
+
+class _Worker:
+    """A thread of its own that runs jobs one after another, in the order they were given.
+
+    Jobs go to it through a ``queue.SimpleQueue``, whose ``put`` never waits. (A ThreadPoolExecutor's
+    ``submit`` takes locks that its worker takes too, and from a busy event loop it was measured waiting
+    for the worker: a good part of a millisecond per hop under a burst.)
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._open = True
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job()`` on the thread; it must not raise. RuntimeError once the thread is shut down."""
+        if not self._open:
+            raise RuntimeError("the store's thread is shut down")
+        self._jobs.put(job)
+
+    async def run(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``function(*args)`` on the thread; its result or its error here."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[_T] = loop.create_future()
+
+        def job() -> None:
+            outcome: _T | BaseException
+            try:
+                outcome, failed = function(*args), False
+            except BaseException as exc:  # whatever it raised is the caller's
+                outcome, failed = exc, True
+            with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, done, outcome, failed)
+
+        self.submit(job)
+        return await done
+
+    def shutdown(self) -> None:
+        """No more jobs; the thread ends after the ones given."""
+        if self._open:
+            self._open = False
+            self._jobs.put(None)
+
+
 def _sqlite_connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # autocommit (transactions are explicit); used only on the store's own thread
@@ -192,7 +251,7 @@ class SqliteStore:
     def __init__(
         self,
         connection: sqlite3.Connection,
-        thread: ThreadPoolExecutor,
+        thread: _Worker,
         path: Path,
         retention: Retention | None = None,
     ) -> None:
@@ -208,26 +267,25 @@ class SqliteStore:
 
     @classmethod
     async def open(cls, path: Path, retention: Retention | None = None) -> SqliteStore:
-        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gorkheavy-sqlite")
-        loop = asyncio.get_running_loop()
+        thread = _Worker("gorkheavy-sqlite")
         try:
-            connection = await loop.run_in_executor(thread, _sqlite_connect, path)
+            connection = await thread.run(_sqlite_connect, path)
         except (OSError, sqlite3.Error) as exc:
-            thread.shutdown(wait=False)
+            thread.shutdown()
             raise MemoryStoreError(
                 f"cannot open the SQLite memory at {path} ({exc}); set memory.path to a writable file"
             ) from None
         try:
-            await loop.run_in_executor(thread, _sqlite_setup, connection)
+            await thread.run(_sqlite_setup, connection)
         except sqlite3.Error as exc:
-            await loop.run_in_executor(thread, connection.close)
-            thread.shutdown(wait=False)
+            await thread.run(connection.close)
+            thread.shutdown()
             raise MemoryStoreError(f"cannot use the SQLite memory at {path} ({exc})") from None
         return cls(connection, thread, path, retention)
 
     async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
         """``function(*args)`` on the store's thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+        return await self._thread.run(function, *args)
 
     def _hop(self, kind: str, work: Callable[[], _T], settle: Callable[[_T | Exception], None]) -> None:
         """``work()`` on the store's thread; ``settle`` gets its result or its error on the event loop,
@@ -247,7 +305,8 @@ class SqliteStore:
                 outcome = work()
             except Exception as exc:  # whatever failed, the waiting callers hear of it
                 outcome = exc
-            loop.call_soon_threadsafe(back, outcome)
+            with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody waits
+                loop.call_soon_threadsafe(back, outcome)
 
         try:
             self._thread.submit(run)
@@ -287,8 +346,10 @@ class SqliteStore:
         numbered = [(pos, session, limit) for pos, (session, limit) in enumerate(wanted)]
         for sql, params in _statements(_SELECT_RECENT, numbered, self._max_params):
             (found,) = self._db.execute(sql, params).fetchone()
-            for pos, _, user, answer, winner in sorted(json.loads(found)):  # by session, then oldest first
-                out[pos].append(Exchange(str(user), str(answer), str(winner)))
+            rows = json.loads(found)
+            rows.sort(key=_BY_POSITION_AND_ID)  # by session, then oldest first
+            for pos, _, user, answer, winner in rows:
+                out[pos].append(Exchange(user, answer, winner))
         return out
 
     # -- writes ----------------------------------------------------------------------------------------------
@@ -364,7 +425,7 @@ class SqliteStore:
             await asyncio.gather(*self._hops.values())
         with contextlib.suppress(*_SQLITE_ERRORS):
             await self._run(self._db.close)
-        self._thread.shutdown(wait=False)
+        self._thread.shutdown()
 
 
 _PG_SCHEMA = """
