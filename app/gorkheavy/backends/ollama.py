@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from gorkheavy import __version__
 from gorkheavy.core.redact import redact
@@ -29,6 +30,7 @@ from gorkheavy.core.text import repair_text
 from gorkheavy.core.types import CallOptions, ChatMessage, ErrorCause, ModelCallError, ModelReply
 
 _NO_OPTIONS = CallOptions()
+_JSON = {"Content-Type": "application/json"}
 
 _CONNECTION_ERRORS = (
     aiohttp.ClientConnectionError,  # refused, reset, server disconnected, connect timeout
@@ -88,6 +90,8 @@ def make_session(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
         headers={"User-Agent": f"gorkheavy/{__version__}"},
         raise_for_status=False,
+        # model servers set no cookies, and one server's must not go to another: none are kept or sent
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
@@ -107,6 +111,7 @@ class OllamaClient:
     ) -> None:
         self._session = session
         self._max_line = max_line_bytes
+        self._chat_urls: dict[str, URL] = {}  # base URL -> its /api/chat, parsed once
 
     @staticmethod
     def request_body(
@@ -144,7 +149,11 @@ class OllamaClient:
         body = self.request_body(spec, messages, keep_alive=keep_alive, fmt=fmt, call=call)
         url = f"{spec.base_url}/api/chat"
         try:
-            async with self._session.post(url, json=body) as response:
+            parsed = self._chat_urls.get(spec.base_url)
+            if parsed is None:
+                parsed = self._chat_urls[spec.base_url] = URL(url)
+            data = json.dumps(body).encode()
+            async with self._session.post(parsed, data=data, headers=_JSON) as response:
                 if response.status != 200:
                     raise await self._status_error(spec, response)
                 return await self._read_stream(spec, response, call)
@@ -182,18 +191,20 @@ class OllamaClient:
             status=response.status,
         )
 
-    async def _lines(self, response: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
+    async def _lines(self, response: aiohttp.ClientResponse) -> AsyncGenerator[list[bytes], None]:
+        """The body's NDJSON lines, as many as have arrived at a time (blank ones left out)."""
         buffer = b""
         async for chunk in response.content.iter_any():
             buffer += chunk
-            while (cut := buffer.find(b"\n")) >= 0:
-                line, buffer = buffer[:cut], buffer[cut + 1 :]
-                if line.strip():
-                    yield line
+            if b"\n" in chunk:
+                *lines, buffer = buffer.split(b"\n")
+                complete = [line for line in lines if line.strip()]
+                if complete:
+                    yield complete
             if len(buffer) > self._max_line:
                 raise ValueError(f"a line longer than {self._max_line} bytes")
         if buffer.strip():
-            yield buffer
+            yield [buffer]
 
     async def _read_stream(
         self, spec: ModelSpec, response: aiohttp.ClientResponse, call: CallOptions
@@ -208,40 +219,41 @@ class OllamaClient:
         size = 0
         max_bytes = call.max_bytes
         try:
-            async with contextlib.aclosing(self._lines(response)) as lines:
-                async for line in lines:
-                    chunk = json.loads(line.decode("utf-8"))
-                    if not isinstance(chunk, dict):
-                        raise ValueError(f"expected a JSON object per line, got {type(chunk).__name__}")
-                    if "error" in chunk:
-                        raise ModelCallError(
-                            ErrorCause.STREAM_ERROR,
-                            f"{spec.label}: error while generating: {repair_text(str(chunk['error']))}",
-                        )
-                    message = chunk.get("message")
-                    if isinstance(message, dict):
-                        content = message.get("content")
-                        if isinstance(content, str) and content:
-                            parts.append(content)
-                            if call.on_text is not None:
-                                call.on_text(repair_text(content))
-                            size += len(content.encode("utf-8", "surrogatepass"))
-                            if max_bytes and size >= max_bytes:
-                                text = repair_text(_cut("".join(parts), max_bytes))
-                                return ModelReply(text, "length", truncated=True)
-                    elif message is not None:
-                        raise ValueError("'message' is not an object")
-                    if chunk.get("done") is True:
-                        reason = str(chunk.get("done_reason") or "")
-                        await _drain(response)
-                        return ModelReply(
-                            text=repair_text("".join(parts)),
-                            done_reason=reason,
-                            eval_count=_int(chunk.get("eval_count")),
-                            total_duration_ns=_int(chunk.get("total_duration")),
-                            prompt_eval_count=_int(chunk.get("prompt_eval_count")),
-                            truncated=reason == "length",
-                        )
+            async with contextlib.aclosing(self._lines(response)) as arrived:
+                async for lines in arrived:
+                    for line in lines:
+                        chunk = json.loads(line.decode("utf-8"))
+                        if not isinstance(chunk, dict):
+                            raise ValueError(f"expected a JSON object per line, got {type(chunk).__name__}")
+                        if "error" in chunk:
+                            raise ModelCallError(
+                                ErrorCause.STREAM_ERROR,
+                                f"{spec.label}: error while generating: {repair_text(str(chunk['error']))}",
+                            )
+                        message = chunk.get("message")
+                        if isinstance(message, dict):
+                            content = message.get("content")
+                            if isinstance(content, str) and content:
+                                parts.append(content)
+                                if call.on_text is not None:
+                                    call.on_text(repair_text(content))
+                                size += len(content.encode("utf-8", "surrogatepass"))
+                                if max_bytes and size >= max_bytes:
+                                    text = repair_text(_cut("".join(parts), max_bytes))
+                                    return ModelReply(text, "length", truncated=True)
+                        elif message is not None:
+                            raise ValueError("'message' is not an object")
+                        if chunk.get("done") is True:
+                            reason = str(chunk.get("done_reason") or "")
+                            await _drain(response)
+                            return ModelReply(
+                                text=repair_text("".join(parts)),
+                                done_reason=reason,
+                                eval_count=_int(chunk.get("eval_count")),
+                                total_duration_ns=_int(chunk.get("total_duration")),
+                                prompt_eval_count=_int(chunk.get("prompt_eval_count")),
+                                truncated=reason == "length",
+                            )
         except ValueError as exc:  # UnicodeDecodeError and json.JSONDecodeError included
             raise ModelCallError(
                 ErrorCause.MALFORMED, f"{spec.label}: unreadable reply ({_short(str(exc))})"
