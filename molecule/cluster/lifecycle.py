@@ -417,9 +417,19 @@ def test_reset_removes_k3s_and_only_what_the_collection_installed(hosts: dict[st
     assert again.failed() == dict.fromkeys(HOSTS, 0), again.failed()
 
 
+def _home_kubeconfig() -> bytes | None:
+    path = Path.home() / ".kube" / "config"
+    return path.read_bytes() if path.exists() else None
+
+
 def test_without_a_token_k3s_generates_one_and_the_agents_join_with_it(hosts: dict[str, Any]) -> None:
+    home_kubeconfig = _home_kubeconfig()
     run = playbook(extra={"gorkheavy_k3s_version": NEW, "gorkheavy_k3s_token": ""})
     assert run.rc == 0, run.tail()
+    # The last message names the fetched kubeconfig to export; ~/.kube/config is left alone.
+    last_task = " ".join(run.output.rsplit("TASK [", 1)[1].split())
+    assert f"export KUBECONFIG={RUN_DIR / 'kubeconfig.yaml'}" in last_task, run.tail()
+    assert _home_kubeconfig() == home_kubeconfig
     generated = sh(hosts[SERVER], "cat /var/lib/rancher/k3s/server/token").strip()
     assert generated.startswith("K10")
     assert hosts[SERVER].run("sudo -n test -e /etc/rancher/k3s/cluster-token").rc != 0
