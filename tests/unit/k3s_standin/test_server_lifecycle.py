@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from gorkheavy_lab.k3s.testing import Process, build_artifact, free_port, kubectl, kubectl_binary, running
 
+# logged once the server's own Node is registered ("k3s is up and running" comes before)
+REGISTERED = "Annotations and labels have been set successfully"
+
 
 def _args(root: Path, port: int, *extra: str) -> list[str]:
     return [
@@ -101,10 +104,9 @@ def test_upgrade_reports_the_new_version_on_the_same_data(k3s_binary: Path, tmp_
     newer = build_artifact(tmp_path / "newer", "v1.36.5+k3s1")
     port = free_port()
     kubeconfig = tmp_path / "etc" / "k3s" / "k3s.yaml"
-    registered = "Annotations and labels have been set successfully"
-    with running(k3s_binary, tmp_path, _args(tmp_path, port), ready=registered):
+    with running(k3s_binary, tmp_path, _args(tmp_path, port), ready=REGISTERED):
         token = (tmp_path / "data" / "server" / "token").read_text()
-    with running(newer, tmp_path, _args(tmp_path, port), ready=registered):
+    with running(newer, tmp_path, _args(tmp_path, port), ready=REGISTERED):
         rows = kubectl(kubeconfig, "get", "nodes").stdout.splitlines()
         version = kubectl(kubeconfig, "version").stdout
     assert rows[1].split()[0:2] == ["k3sim-restart", "Ready"]
@@ -116,10 +118,9 @@ def test_upgrade_reports_the_new_version_on_the_same_data(k3s_binary: Path, tmp_
 def test_agent_survives_a_server_restart(k3s_binary: Path, tmp_path: Path) -> None:
     port = free_port()
     kubeconfig = tmp_path / "etc" / "k3s" / "k3s.yaml"
-    registered = "Annotations and labels have been set successfully"
     server = Process(k3s_binary, tmp_path, _args(tmp_path, port)).start()
     try:
-        server.wait_for(registered)
+        server.wait_for(REGISTERED)
         token = (tmp_path / "data" / "server" / "token").read_text().strip()
         agent_args = [
             "agent",
@@ -138,10 +139,10 @@ def test_agent_survives_a_server_restart(k3s_binary: Path, tmp_path: Path) -> No
             "-d",
             str(tmp_path / "agent" / "data"),
         ]
-        with running(k3s_binary, tmp_path / "agent", agent_args, ready=registered) as agent:
+        with running(k3s_binary, tmp_path / "agent", agent_args, ready=REGISTERED) as agent:
             server.stop()
             server = Process(k3s_binary, tmp_path, _args(tmp_path, port)).start()
-            server.wait_for(registered)
+            server.wait_for(REGISTERED)
 
             def renewed() -> str:
                 """The lease's renewTime; empty while there is none (its first renewal may have failed)."""
@@ -167,7 +168,7 @@ def test_agent_survives_a_server_restart(k3s_binary: Path, tmp_path: Path) -> No
             log = agent.log()
         assert after > before  # heartbeats go on (or begin) through the same agent process
         assert row[1] == "Ready"
-        assert log.count(registered) == 1  # it never had to join again
+        assert log.count(REGISTERED) == 1  # it never had to join again
     finally:
         server.stop()
 
@@ -175,27 +176,20 @@ def test_agent_survives_a_server_restart(k3s_binary: Path, tmp_path: Path) -> No
 def test_a_stop_ends_open_watches_and_takes_seconds(k3s_binary: Path, tmp_path: Path) -> None:
     """The agents' watches never end on their own: a stop must end them (as the apiserver does at shutdown)
     rather than wait for the clients, or every restart of the server takes a minute."""
-    port = free_port()
     kubeconfig = tmp_path / "etc" / "k3s" / "k3s.yaml"
-    registered = "Annotations and labels have been set successfully"
-    server = Process(k3s_binary, tmp_path, _args(tmp_path, port)).start()
-    try:
-        server.wait_for(registered)
-        with subprocess.Popen(
-            [kubectl_binary(), "--kubeconfig", str(kubeconfig), "get", "nodes", "--watch", "--no-headers"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        ) as watch:
-            assert watch.stdout is not None
-            assert watch.stdout.readline().split()[:2] == ["k3sim-restart", "Ready"]  # the watch is open
-            assert server.proc is not None
-            server.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = server.proc.wait(20)  # K3s stops in a few seconds; the watch held it for 60 s
-            except subprocess.TimeoutExpired:
-                pytest.fail("the server did not stop within 20 s of SIGTERM while a watch was open")
+    watch_argv = [kubectl_binary(), "--kubeconfig", str(kubeconfig), "get", "nodes", "-w", "--no-headers"]
+    with (
+        running(k3s_binary, tmp_path, _args(tmp_path, free_port()), ready=REGISTERED) as server,
+        subprocess.Popen(watch_argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as watch,
+    ):
+        assert watch.stdout is not None
+        assert watch.stdout.readline().split()[:2] == ["k3sim-restart", "Ready"]  # the watch is open
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = server.proc.wait(20)  # K3s stops in a few seconds; the watch held it for 60 s
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server did not stop within 20 s of SIGTERM while a watch was open")
+        finally:
             watch.kill()
-    finally:
-        server.stop()
     assert rc == 0, server.log()
