@@ -22,19 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "app"), str(REPO)]
 
 from gorkheavy_lab.lab import Lab, LabSettings  # noqa: E402
-from gorkheavy_lab.lab.site import STAGES, SiteRun  # noqa: E402
+from gorkheavy_lab.lab.site import timing_table  # noqa: E402
 
 TARGET = 1 / 3
-
-
-def table(first: SiteRun, second: SiteRun) -> str:
-    rows = [f"{'stage':<12}{'first run':>12}{'second run':>12}{'second/first':>14}"]
-    for stage in (*STAGES, "total"):
-        a = first.seconds if stage == "total" else first.stage_seconds.get(stage, 0.0)
-        b = second.seconds if stage == "total" else second.stage_seconds.get(stage, 0.0)
-        ratio = f"{b / a:.2f}" if a else "-"
-        rows.append(f"{stage:<12}{a:>11.0f}s{b:>11.0f}s{ratio:>14}")
-    return "\n".join(rows)
 
 
 def main() -> int:
@@ -54,7 +44,7 @@ def main() -> int:
     second = lab.run_site(echo=not args.quiet)
     load_after = os.getloadavg()
     print()
-    print(table(first, second))
+    print(timing_table(first, second))
     print(f"second run changed nothing: {second.unchanged()} ({second.recap_text()})")
     ratio = second.seconds / first.seconds
     verdict = "met" if ratio <= TARGET else "NOT met"

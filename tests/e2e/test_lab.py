@@ -10,6 +10,7 @@ One lab for the whole module: the first site.yml run is most of the time (see RE
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from gorkheavy_lab.lab import Lab, LabSettings
-from gorkheavy_lab.lab.site import parse_recap
+from gorkheavy_lab.lab.site import parse_recap, parse_timing, timing_table
 
 from tests.e2e.chat import check_chat, lab_env
 from tests.hosts.systemd_host import build_image
@@ -37,6 +38,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 SERVER, AGENT_1, AGENT_2 = "k3s-server", "k3s-agent-1", "k3s-agent-2"
 ADDRESSES = {SERVER: "10.77.0.201", AGENT_1: "10.77.0.202", AGENT_2: "10.77.0.203"}
+TIMINGS = REPO / "build" / "test-logs" / "lab-site-timings.txt"
 
 
 class Result:
@@ -47,7 +49,14 @@ class Result:
         self.recap = parse_recap(proc.stdout.splitlines())
 
     def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.output.splitlines()[-lines:])
+        """What went wrong: every failed or unreachable result with the lines after it, then the end."""
+        out = self.output.splitlines()
+        failures = [
+            "\n".join(out[max(0, i - 2) : i + 12])
+            for i, line in enumerate(out)
+            if line.startswith(("fatal: ", "failed: ")) or "UNREACHABLE!" in line
+        ]
+        return "\n...\n".join([*failures[:5], "\n".join(out[-lines:])])
 
     def clean(self) -> bool:
         return (
@@ -166,6 +175,16 @@ def test_make_lab_on_the_live_lab_converges_with_no_change(lab_up: Result) -> No
     assert again.clean(), again.tail()
     changed = {host: r.changed for host, r in again.recap.items()}
     assert set(changed.values()) == {0}, changed
+    # the figures of benchmarks/lab.py, from these two runs (kept beside the suite's other logs)
+    first, second = parse_timing(lab_up.output), parse_timing(again.output)
+    assert first is not None, lab_up.tail()
+    assert second is not None, again.tail()
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    cpus = os.cpu_count()
+    report = f"{timing_table(first, second)}\nload average after the second run: {load}; {cpus} CPUs"
+    TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+    TIMINGS.write_text(report + "\n")
+    print(report)
 
 
 @pytest.mark.timeout(300)

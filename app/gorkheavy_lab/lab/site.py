@@ -69,6 +69,35 @@ class SiteRun:
         )
 
 
+# The driver's last line about a run: "site.yml exit 0 after 214 s (provision 26 s, prepare 148 s, ...)".
+_TIMING = re.compile(r"site\.yml exit (?P<rc>-?\d+) after (?P<total>\d+) s \((?P<stages>[^)]*)\)")
+
+
+def parse_timing(text: str) -> SiteRun | None:
+    """The exit code and seconds (total and per stage) of the last run the driver's output reports."""
+    found = list(_TIMING.finditer(_ANSI.sub("", text)))
+    if not found:
+        return None
+    last = found[-1]
+    run = SiteRun(returncode=int(last["rc"]), seconds=float(last["total"]))
+    for item in last["stages"].split(", "):
+        stage, _, seconds = item.rpartition(" ")[0].rpartition(" ")
+        if stage and seconds.isdigit():
+            run.stage_seconds[stage] = float(seconds)
+    return run
+
+
+def timing_table(first: SiteRun, second: SiteRun) -> str:
+    """First run against second run, per stage and in total, with the ratio."""
+    rows = [f"{'stage':<12}{'first run':>12}{'second run':>12}{'second/first':>14}"]
+    for stage in (*STAGES, "total"):
+        a = first.seconds if stage == "total" else first.stage_seconds.get(stage, 0.0)
+        b = second.seconds if stage == "total" else second.stage_seconds.get(stage, 0.0)
+        ratio = f"{b / a:.2f}" if a else "-"
+        rows.append(f"{stage:<12}{a:>11.0f}s{b:>11.0f}s{ratio:>14}")
+    return "\n".join(rows)
+
+
 def play_stages(repo: Path) -> dict[str, str]:
     """Play name -> stage, read from playbooks/<stage>.yml."""
     found: dict[str, str] = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from gorkheavy_lab.lab import Lab, LabError, LabSettings
-from gorkheavy_lab.lab.site import parse_recap, play_stages, run_site
+from gorkheavy_lab.lab.site import parse_recap, parse_timing, play_stages, run_site, timing_table
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -77,6 +77,25 @@ def test_each_stage_is_timed_by_the_playbook_that_names_its_plays(checkout: Path
     assert run.recap["k3s-server"].changed == 1
     assert run.clean()
     assert not run.unchanged()
+
+
+def test_the_timings_are_read_back_from_the_drivers_output() -> None:
+    out = (
+        "lab: site.yml exit 2 after 9 s (provision 9 s); log a\n"
+        "\x1b[0;32mlab: site.yml exit 0 after 387 s (provision 26 s, prepare 148 s, cluster 104 s, "
+        "ensemble 108 s); log b\x1b[0m"
+    )
+    first = parse_timing(out)
+    assert first is not None
+    assert (first.returncode, first.seconds) == (0, 387.0)
+    assert first.stage_seconds == {"provision": 26.0, "prepare": 148.0, "cluster": 104.0, "ensemble": 108.0}
+    second = parse_timing("lab: site.yml exit 0 after 129 s (provision 13 s, prepare 60 s, cluster 30 s)")
+    assert second is not None
+    table = timing_table(first, second).splitlines()
+    assert table[1].split() == ["provision", "26s", "13s", "0.50"]
+    assert table[4].split() == ["ensemble", "108s", "0s", "0.00"]
+    assert table[5].split() == ["total", "387s", "129s", "0.33"]
+    assert parse_timing("no run") is None
 
 
 def test_the_recap_is_read_through_colours() -> None:
