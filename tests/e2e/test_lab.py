@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,10 +82,16 @@ def lab(*args: str, timeout: float = 1500) -> Result:
 
 
 def site(*ansible_args: str, extra: dict[str, object] | None = None, timeout: float = 900) -> Result:
+    """site.yml on the lab; ``extra`` goes in a file of mode 0600 (-e @FILE), as secrets are passed, so that
+    nothing of it is on a command line the driver echoes."""
     args = list(ansible_args)
-    if extra:
-        args += ["-e", json.dumps(extra)]
-    return lab("site", "--", *args, timeout=timeout)
+    if not extra:
+        return lab("site", "--", *args, timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="lab-extra-") as tmp:
+        path = Path(tmp) / "extra-vars.json"
+        path.write_text(json.dumps(extra))
+        path.chmod(0o600)
+        return lab("site", "--", *args, "-e", f"@{path}", timeout=timeout)
 
 
 def container(host: str) -> str:
@@ -130,8 +137,34 @@ def leftovers() -> list[str]:
     return found
 
 
+def foreign_labs() -> list[str]:
+    """The Proxmox stand-ins of labs of other checkouts on this machine: only one lab can exist at a time
+    (fixed network, addresses, names), and this test's `down` would take theirs apart."""
+    settings = LabSettings()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0")]
+        except OSError:
+            continue
+        if "gorkheavy_lab.proxmox" not in argv or "--state-dir" not in argv:
+            continue
+        if f"{settings.network}" not in argv:
+            continue
+        state_dir = argv[argv.index("--state-dir") + 1]
+        if Path(state_dir).resolve() != settings.proxmox_dir.resolve():
+            found.append(f"pid {proc.name} (state directory {state_dir})")
+    return found
+
+
 @pytest.fixture(scope="module")
 def lab_up() -> Iterator[Result]:
+    others = foreign_labs()
+    if others:
+        pytest.fail(
+            f"the lab of another checkout runs on this machine: {', '.join(others)}; only one lab can exist "
+            "at a time: take it down with `make lab-down` in that checkout, then run this test again"
+        )
     build_image()
     down = lab("down", timeout=300)
     assert down.rc == 0, down.tail()
