@@ -58,7 +58,7 @@ def test_state_is_private_and_its_secrets_are_kept_across_runs(checkout: Path) -
 def test_each_stage_is_timed_by_the_playbook_that_names_its_plays(checkout: Path) -> None:
     stages = play_stages(checkout)
     assert stages["Provision the K3s VMs through the Proxmox VE API"] == "provision"
-    assert stages["Join the K3s agents, one at a time"] == "cluster"
+    assert stages["Join the K3s agents"] == "cluster"
     assert stages["Deploy the model ensemble and the orchestrator"] == "ensemble"
     script = (
         "import time\n"
