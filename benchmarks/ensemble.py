@@ -20,9 +20,12 @@ load      1, 50, 500 and 2,000 concurrent sessions against one server process (e
           or they are missed). Each level also prints where the slowest 1 % of requests spent their
           time (see ``breakdown``), the CPU time per request of the server, of the stand-ins and of this
           load client (independent of what else runs on the machine, unlike the latencies), and how late
-          this load client's own event loop woke up. ``--pin`` puts the server alone on the first CPU and
-          the stand-ins and the load client on the others; ``--loop uvloop`` runs the stand-ins and the
-          load client on uvloop, so the load generator takes less of the CPUs the server needs.
+          this load client's own event loop woke up. By default the server runs alone on the first CPU and
+          the stand-ins and the load client on the others (``--no-pin`` shares every CPU), and the
+          stand-ins and the load client run on uvloop (``--loop asyncio`` for asyncio's own loop): in the
+          cluster the model servers are other nodes, while here five Python stand-ins and the load client
+          take more CPU per request than the server itself, and unpinned they took it from the server's
+          CPU at every stage boundary of a burst. Their own queueing still counts in every figure.
 client    this app's aiohttp client against the official ``ollama`` client (httpx): time per call and
           memory for 500 concurrent streams, each measured in a fresh process.
 
@@ -501,8 +504,8 @@ class LoadSetup:
     """
 
     warm: int | None = None
-    pin: bool = False
-    loop: str = "asyncio"
+    pin: bool = True
+    loop: str = "uvloop"
     samples: Path | None = None
 
     def cpus(self) -> tuple[frozenset[int] | None, frozenset[int] | None]:
@@ -683,14 +686,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="load part: the server alone on the first CPU, stand-ins and load client on the others",
+        default=True,
+        help="load part: the server alone on the first CPU, stand-ins and load client on the others "
+        "(default; --no-pin shares every CPU)",
     )
     parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="event loop of the load part's stand-ins and load client",
+        default="uvloop",
+        help="event loop of the load part's stand-ins and load client (default uvloop)",
     )
     parser.add_argument("--samples", type=Path, help="load part: append every request's timings (JSON lines)")
     parser.add_argument("--rounds", type=int, default=4, help="requests per session in the load part")
