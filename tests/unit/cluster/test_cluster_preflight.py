@@ -3,7 +3,8 @@
 Every run here is a check-mode run (--check) against this machine over the local connection: nothing the
 playbook does in check mode writes anything, and the preflight play only reads. The release assets are a small
 stand-in executable with a correct or a wrong sha256sum-amd64.txt in an air-gap directory, exactly as the
-release publishes them; the real install path on systemd hosts is covered by molecule/cluster.
+release publishes them; the real install path on systemd hosts is covered by molecule/cluster. The last test
+resolves the stage's default kubeconfig path, which molecule/cluster sets to a path of its own.
 """
 
 from __future__ import annotations
@@ -140,3 +141,39 @@ def test_check_mode_previews_the_install_and_never_shows_the_token(tmp_path: Pat
     assert "node-taint:" in out
     assert "export KUBECONFIG=" in out
     assert not (tmp_path / "kc.yaml").exists()
+
+
+def test_the_kubeconfig_goes_beside_the_inventory_by_default(tmp_path: Path) -> None:
+    """The cluster stage's default kubeconfig path (playbooks/vars/k3s.yml), as its plays resolve it."""
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    (inventory / "hosts.json").write_text(
+        json.dumps({"all": {"children": {"k3s_server": {"hosts": {"srv": local}}}}})
+    )
+    show = tmp_path / "show.yml"
+    show.write_text(
+        json.dumps(
+            [
+                {
+                    "hosts": "k3s_server",
+                    "gather_facts": False,
+                    "vars_files": [str(ROOT / "playbooks" / "vars" / "k3s.yml")],
+                    "tasks": [
+                        {"ansible.builtin.debug": {"msg": "path={{ k3s_server_kubeconfig_path | trim }}"}}
+                    ],
+                }
+            ]
+        )
+    )
+    run = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(inventory / "hosts.json"), str(show)],
+        cwd=ROOT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"path={inventory}/kubeconfig-gorkheavy-lite.yaml" in run.stdout, run.stdout
