@@ -63,7 +63,7 @@ test-image: system-deps ## build the systemd test host image when its recipe cha
 # scenario `default` runs the same end to end on the same lab (only one lab can exist on a machine), so it is not
 # part of `make test`: run it with `make test-lab` or `molecule test` at the repository root.
 # The scenarios run next to pytest, two at a time, in this order: the longest first.
-TEST_SCENARIOS := cluster prepare ensemble provision
+TEST_SCENARIOS := cluster_lifecycle cluster prepare ensemble provision
 export PYTEST_MARKERS := not lab
 
 # The image is built before the tests start, so that no two of them build it at once.

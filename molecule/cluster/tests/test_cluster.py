@@ -1,14 +1,15 @@
 """What an operator checks after the cluster stage: units, files, modes, the nodes through the real kubectl.
 
-Runs after lifecycle.py (side_effect), whose last step installed v1.36.4+k3s1 without an operator token (K3s
-generated it) and with the extra label gorkheavy.lite/pool=a on agent-1. testinfra connects as the admin user
-over SSH and reads root-only files through sudo.
+The verify step of both cluster scenarios, on the install their side_effect left: in `cluster` v1.36.3+k3s1
+with the operator's token (install_checks.py), in `cluster_lifecycle` v1.36.4+k3s1 with a token K3s
+generated (lifecycle.py's last step); in both agent-1 has the extra label gorkheavy.lite/pool=a. The scenario
+says which in CLUSTER_EXPECT_VERSION and CLUSTER_EXPECT_TOKEN (molecule.yml). testinfra connects as the admin
+user over SSH and reads root-only files through sudo.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from lifecycle import kubectl
+from harness import AGENT_1, AGENT_2, EXPECT_TOKEN, EXPECT_VERSION, RUN_DIR, SERVER, kubectl, operator_token
 
-RUN_DIR = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
 KUBECONFIG = RUN_DIR / "kubeconfig.yaml"
-VERSION = "v1.36.4+k3s1"
+VERSION = EXPECT_VERSION
 CLUSTER = "gorkheavy-molecule"
-SERVER = "gorkheavy-cluster-server"
 
 
 def _vars(host: Any) -> dict[str, Any]:
@@ -88,8 +87,12 @@ def test_config_yaml_is_root_only_and_holds_the_settings_but_not_the_token(host)
         assert config["flannel-backend"] == "vxlan"
         assert (config["cluster-cidr"], config["service-cidr"]) == ("10.42.0.0/16", "10.43.0.0/16")
         assert config["node-taint"] == ["node-role.kubernetes.io/control-plane:NoSchedule"]
-        # No operator token in this install: no token file either (K3s generated the token).
-        assert "token-file" not in config
+        if EXPECT_TOKEN == "operator":
+            assert config["token-file"] == "/etc/rancher/k3s/cluster-token"
+        else:
+            # No operator token in this install: no token file either (K3s generated the token).
+            assert EXPECT_TOKEN == "generated", EXPECT_TOKEN
+            assert "token-file" not in config
     else:
         assert config["server"].startswith("https://")
         assert config["server"].endswith(":6443")
@@ -103,14 +106,21 @@ def test_the_token_is_only_in_root_only_files_never_on_a_command_line_or_in_an_e
     assert _root(host, f"stat -L -c '%U %G %a' {token_file}") == "root root 600"
     token = _root(host, f"cat {token_file}").strip()
     assert len(token) > 10
+    if _is_server(host) and EXPECT_TOKEN == "operator":
+        # The operator's secret follows "::server:" in K3s's secure form, and its own file is root-only.
+        assert token.endswith("::server:" + operator_token())
+        assert _root(host, "stat -c '%U %G %a' /etc/rancher/k3s/cluster-token") == "root root 600"
+        assert _root(host, "cat /etc/rancher/k3s/cluster-token") == operator_token()
     if not _is_server(host):
         # Agents join with the server's token in K3s's secure form: the CA hash pins the cluster's CA.
         assert token.startswith("K10")
         assert "::server:" in token
     pid = host.check_output(f"systemctl show --property=MainPID --value {_unit(host)}")
-    assert token not in _root(host, "ps -eo args")
-    assert token not in _root(host, f"cat /proc/{pid}/environ")
-    assert token not in host.check_output(f"systemctl show --property=Environment {_unit(host)}")
+    secrets = [token, operator_token()] if EXPECT_TOKEN == "operator" else [token]
+    for secret in secrets:
+        assert secret not in _root(host, "ps -eo args")
+        assert secret not in _root(host, f"cat /proc/{pid}/environ")
+        assert secret not in host.check_output(f"systemctl show --property=Environment {_unit(host)}")
 
 
 def test_k3s_wrote_a_root_only_kubeconfig_and_its_token_on_the_server(host):
@@ -136,7 +146,7 @@ def test_the_fetched_kubeconfig_is_renamed_pointed_at_the_server_and_private():
 
 def test_kubectl_sees_three_ready_nodes_with_their_addresses_taints_and_labels(host):
     nodes = {n["metadata"]["name"]: n for n in json.loads(kubectl("get", "nodes", "-o", "json"))["items"]}
-    assert sorted(nodes) == ["gorkheavy-cluster-agent-1", "gorkheavy-cluster-agent-2", SERVER]
+    assert sorted(nodes) == sorted([SERVER, AGENT_1, AGENT_2])
     name = str(_vars(host)["inventory_hostname"])
     me = nodes[name]
     conditions = {c["type"]: c["status"] for c in me["status"]["conditions"]}
@@ -153,7 +163,7 @@ def test_kubectl_sees_three_ready_nodes_with_their_addresses_taints_and_labels(h
     else:
         assert labels["gorkheavy.lite/models"] == "true"
         assert taints == []
-        assert (labels.get("gorkheavy.lite/pool") == "a") == name.endswith("agent-1")
+        assert (labels.get("gorkheavy.lite/pool") == "a") == (name == AGENT_1)
     wide = kubectl("get", "nodes", "-o", "wide")
     row = next(line for line in wide.splitlines() if line.startswith(name + " "))
     assert row.split()[1] == "Ready"
