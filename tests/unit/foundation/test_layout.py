@@ -207,7 +207,8 @@ def test_collection_builds_installs_and_its_roles_resolve(tmp_path: Path) -> Non
     with tarfile.open(tarballs[0]) as tar:
         names = tar.getnames()
     assert "MANIFEST.json" in names
-    assert not [n for n in names if n.startswith((".venv", ".git/", "collections/ansible_collections"))]
+    generated = (".venv", ".git/", ".lab/", "collections/ansible_collections")
+    assert not [n for n in names if n.startswith(generated)]
     install_dir = tmp_path / "installed"
     subprocess.run(
         [
