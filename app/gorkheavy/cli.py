@@ -13,9 +13,11 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import IO, Any
@@ -178,12 +180,29 @@ def _save_history(readline: Any, environ: Mapping[str, str]) -> None:
         readline.write_history_file(_history_file(environ))
 
 
+@contextlib.contextmanager
+def _ctrl_c(interactive: bool) -> Iterator[None]:
+    """Ctrl-C interrupts while a person chats at a terminal, even when the process was started with SIGINT
+    ignored (from a shell's background job, or by a container runtime that passed that on). Python leaves an
+    inherited ignored SIGINT ignored, and asyncio's runner then does not turn it into a cancellation."""
+    if not interactive or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _chat(config: AppConfig, args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     out, err = sys.stdout, sys.stderr
     strategy = Strategy(args.strategy) if args.strategy else None
-    readline = _setup_readline(environ) if sys.stdin.isatty() else None
+    interactive = sys.stdin.isatty()
+    readline = _setup_readline(environ) if interactive else None
     progress = Progress(err)
-    with asyncio.Runner() as runner:
+    with _ctrl_c(interactive), asyncio.Runner() as runner:
         stack = AsyncExitStack()
         try:
             runtime: Runtime = runner.run(

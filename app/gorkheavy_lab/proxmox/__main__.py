@@ -190,7 +190,9 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         if not sep or "@" not in userid:
             parser.error(f"--user {user!r}: expected 'user@realm=PASSWORD'")
         standin.add_user(userid, password)
-    signal.signal(signal.SIGTERM, _terminate)
+    # SIGINT too, explicitly: started from a shell's background job, the process inherits SIGINT ignored
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _terminate)
     with contextlib.suppress(KeyboardInterrupt):
         standin.serve_forever(args.host, args.port, ca_out=ca_out)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socketserver
 import subprocess
 import sys
@@ -159,7 +160,13 @@ def test_doctor_says_what_to_fix(tmp_path: Path, standin: tuple[OllamaStandin, s
 # -- the interactive session ----------------------------------------------------------------------------
 
 
-def spawn_chat(tmp_path: Path, config: Path, *extra: str) -> pexpect.spawn:
+def _as_a_background_job() -> None:
+    """What a shell without job control gives a command it starts with ``&``: SIGINT and SIGQUIT ignored."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def spawn_chat(tmp_path: Path, config: Path, *extra: str, background: bool = False) -> pexpect.spawn:
     child = pexpect.spawn(
         sys.executable,
         ["-m", "gorkheavy", "chat", "--config", str(config), *extra],
@@ -168,6 +175,7 @@ def spawn_chat(tmp_path: Path, config: Path, *extra: str) -> pexpect.spawn:
         encoding="utf-8",
         timeout=30,
         dimensions=(40, 200),
+        preexec_fn=_as_a_background_job if background else None,
     )
     child.expect_exact("YOU: ")
     return child
@@ -220,12 +228,14 @@ def test_chat_ends_cleanly_on_quit_eof_and_ctrl_c(
     assert "Traceback" not in (child.before or "")
 
 
+# started with SIGINT ignored as well: a person at the terminal still interrupts the chat
+@pytest.mark.parametrize("background", [False, True], ids=["foreground", "sigint-ignored"])
 def test_ctrl_c_during_an_answer_cancels_it_and_a_second_at_the_prompt_leaves(
-    tmp_path: Path, standin: tuple[OllamaStandin, str]
+    tmp_path: Path, standin: tuple[OllamaStandin, str], background: bool
 ) -> None:
     server, url = standin
     server.configure(MODELS["judge"], failure="hang")
-    child = spawn_chat(tmp_path, write_config(tmp_path, url))
+    child = spawn_chat(tmp_path, write_config(tmp_path, url), background=background)
     child.sendline("a question that is never decided")
     child.expect_exact("judge...")  # the progress line on the terminal shows the judge at work
     child.sendintr()

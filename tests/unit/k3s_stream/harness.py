@@ -9,6 +9,7 @@ import asyncio
 import copy
 import datetime as dt
 import io
+import signal
 import ssl
 import subprocess
 import threading
@@ -153,6 +154,18 @@ def make_pod(
         },
         "status": running_status(*containers),
     }
+
+
+@pytest.fixture
+def started_in_the_background() -> Iterator[None]:
+    """This process as a shell's background job starts it: SIGINT and SIGQUIT ignored, which every process it
+    starts inherits (the kubelet here runs in it)."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGQUIT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="module")

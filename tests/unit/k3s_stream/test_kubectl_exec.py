@@ -36,6 +36,16 @@ def test_exec_stdin_reaches_the_command_and_ends(lab: Lab, pod: str) -> None:
     assert (result.returncode, result.stdout) == (0, "line 1\nline 2\ndone\n"), result.stderr
 
 
+STATUS_LINES = ("grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status")
+
+
+@pytest.mark.usefixtures("started_in_the_background")
+def test_exec_command_starts_with_default_signals(lab: Lab, pod: str) -> None:
+    # what runc gives an exec'd process, whatever the kubelet's own dispositions: nothing ignored or blocked
+    result = lab.kubectl("exec", "-n", NAMESPACE, pod, "--", *STATUS_LINES)
+    assert result.stdout == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n", result.stderr
+
+
 def test_exec_killed_command_reports_128_plus_signal(lab: Lab, pod: str) -> None:
     result = lab.kubectl("exec", "-n", NAMESPACE, pod, "--", "sh", "-c", "kill -TERM $$")
     assert result.returncode == 143

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pexpect
+import pytest
 
 from tests.unit.k3s_stream.harness import NAMESPACE, Lab, edit_and_interrupt, make_pod
 
@@ -66,6 +67,22 @@ def test_interactive_shell_through_a_deployment(lab: Lab) -> None:
     child.close()
     assert child.exitstatus == 7
     assert "command terminated with exit code 7" in (child.before or "")
+
+
+@pytest.mark.usefixtures("started_in_the_background")
+def test_ctrl_c_reaches_the_command_when_the_kubelet_ignores_sigint(lab: Lab) -> None:
+    # runc starts an exec's process with every signal at its default, whatever the kubelet's own are
+    lab.put_pod(make_pod("from-background", "app"))
+    child = spawn(lab, "exec", "-it", "-n", NAMESPACE, "from-background", "--", "sh")
+    child.expect_exact(PROMPT)
+    child.sendline("grep -E '^Sig(Ign|Blk)' /proc/self/status")
+    child.expect_exact("SigBlk:\t0000000000000000\r\nSigIgn:\t0000000000000000\r\n")
+    child.expect_exact(PROMPT)
+    edit_and_interrupt(child, PROMPT)
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
 
 
 def test_shell_stays_when_kubectl_is_killed(lab: Lab, tmp_path: Path) -> None:

@@ -208,6 +208,9 @@ def test_command_line_server(tmp_path: Path) -> None:
     port = _free_port()
     process = subprocess.Popen(
         [
+            # as a shell's background job starts it, SIGINT ignored: the server still stops on it
+            "env",
+            "--ignore-signal=INT",
             sys.executable,
             "-m",
             "gorkheavy_lab.proxmox",

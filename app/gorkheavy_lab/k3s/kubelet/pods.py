@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from ..stream.process import default_signals
 from . import runtime, spec
 from .runtime import read_text as _read
 from .spec import ConfigError, ContainerState, Image, ImageError, Obj
@@ -651,6 +652,7 @@ class PodWorker:
                     stderr=asyncio.subprocess.STDOUT,
                     stdin=asyncio.subprocess.DEVNULL,
                     start_new_session=True,
+                    preexec_fn=default_signals,
                 )
                 try:
                     out, _ = await asyncio.wait_for(proc.communicate(), timeout=probe.timeout)

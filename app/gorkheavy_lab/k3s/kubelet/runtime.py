@@ -30,6 +30,7 @@ from pathlib import Path
 
 import gorkheavy_lab
 
+from ..stream.process import default_signals
 from .spec import Image
 
 UID_MAP = "0 0 65536\n"
@@ -323,6 +324,7 @@ async def start_container(
         stderr=asyncio.subprocess.PIPE,
         env=env,
         start_new_session=True,
+        preexec_fn=default_signals,
     )
     (root.parent / "init.pid").write_text(f"{proc.pid}\n")
     return Running(proc, env, workdir or image.workdir, user)

@@ -41,7 +41,21 @@ def open_pty(ptmx: Path | None) -> tuple[int, int]:
     return master, int(slave)
 
 
-def _controlling_terminal() -> None:  # runs in the child between fork and exec
+def default_signals() -> None:
+    """In a new container process, between fork and exec: every signal back to its default action and none
+    blocked, as runc starts a container's processes. A kubelet started from a shell's background job has
+    SIGINT and SIGQUIT ignored, and an ignored signal stays ignored across exec: without this, Ctrl-C in
+    ``kubectl exec -it`` would not reach the command, nor a SIGINT the container's init."""
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def _terminal_session() -> None:  # runs in the child between fork and exec
+    default_signals()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
@@ -119,7 +133,7 @@ class Session:
                     stderr=slave,
                     env=env,
                     start_new_session=True,
-                    preexec_fn=_controlling_terminal,
+                    preexec_fn=_terminal_session,
                 )
             except BaseException:
                 os.close(master)
@@ -142,7 +156,12 @@ class Session:
                 for name in ("stdin", "stdout", "stderr")
             }
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=child["stdin"], stdout=child["stdout"], stderr=child["stderr"], env=env
+                *argv,
+                stdin=child["stdin"],
+                stdout=child["stdout"],
+                stderr=child["stderr"],
+                env=env,
+                preexec_fn=default_signals,
             )
         except BaseException:
             for fd in fds:
