@@ -7,13 +7,16 @@ Facts this follows (k3s-io/k3s ``pkg/configfilearg/parser.go``, ``cmd/server/mai
   file wins; each key becomes ``--key=value`` (a list gives one flag per item), inserted right after the
   subcommand so that command-line flags come later and win;
 - a config key that is not a flag of the subcommand is dropped with the warning
-  ``Unknown flag --key found in config.yaml, skipping`` and K3s carries on;
+  ``Unknown flag --key found in config.yaml, skipping`` and K3s carries on. **The stand-in logs that
+  warning and then refuses the key** (a fatal line naming the key, its file and the closest valid key; exit
+  1), so that a key a role writes by mistake fails its tests instead of being skipped unnoticed;
 - an unknown command-line flag is a usage error: ``Incorrect Usage: flag provided but not defined: -name``
   and the command help on stdout, then ``level=fatal msg="flag provided but not defined: -name"``, exit 1.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -173,7 +176,16 @@ class ConfigError(Exception):
     """A config file K3s cannot read (missing file named explicitly, bad YAML)."""
 
 
-def read_config(path: str) -> list[str]:
+@dataclass(frozen=True)
+class ConfigArg:
+    """One flag a config file stands for: ``--key=value``, its key and the last file that set the key."""
+
+    arg: str
+    key: str
+    file: Path
+
+
+def read_config(path: str) -> list[ConfigArg]:
     """The flags a config file and its drop-ins stand for, as ``--key=value`` arguments, in key order."""
     base = Path(path)
     files = _dropins(base)
@@ -181,6 +193,7 @@ def read_config(path: str) -> list[str]:
         files.insert(0, base)
     order: list[str] = []
     merged: dict[str, Any] = {}
+    origin: dict[str, Path] = {}
     for file in files:
         try:
             data = yaml.safe_load(file.read_text()) or {}
@@ -204,35 +217,49 @@ def read_config(path: str) -> list[str]:
                 merged[key] = _as_list(merged[key]) + _as_list(value)
             else:
                 merged[key] = value
-    out: list[str] = []
+            origin[key] = file
+    out: list[ConfigArg] = []
     for key in order:
         prefix = "-" if len(key) == 1 else "--"
         value = merged[key]
-        if isinstance(value, list):
-            out.extend(f"{prefix}{key}={_go_string(item)}" for item in value)
-        else:
-            out.append(f"{prefix}{key}={_go_string(value)}")
+        items = value if isinstance(value, list) else [value]
+        out.extend(ConfigArg(f"{prefix}{key}={_go_string(item)}", key, origin[key]) for item in items)
     return out
 
 
-def strip_unknown(command: str, config_args: Sequence[str], log: Logger) -> list[str]:
+class UnknownKeyError(ConfigError):
+    """Config keys that are not flags of the subcommand (K3s skips them; the stand-in refuses them)."""
+
+
+def refuse_unknown(command: str, config_args: Sequence[ConfigArg], log: Logger) -> list[str]:
+    """The config flags as arguments; K3s's warning for each unknown one, then UnknownKeyError naming them."""
     table = _lookup(command)
-    kept = []
-    for arg in config_args:
-        name = arg.lstrip("-").split("=", 1)[0]
-        if name in table:
-            kept.append(arg)
-        else:
-            log.warning(f"Unknown flag {arg.split('=', 1)[0]} found in config.yaml, skipping\n")
-    return kept
+    valid = sorted(specs(command))
+    problems: list[str] = []
+    seen: set[str] = set()
+    for item in config_args:
+        if item.key in table:
+            continue
+        # K3s warns once per argument, so a list value warns once per item
+        log.warning(f"Unknown flag {item.arg.split('=', 1)[0]} found in config.yaml, skipping\n")
+        if item.key in seen:
+            continue
+        seen.add(item.key)
+        close = difflib.get_close_matches(item.key.replace("_", "-"), valid, n=1, cutoff=0.6)
+        hint = f'; the closest valid key is "{close[0]}"' if close else ""
+        problems.append(f'config key "{item.key}" in {item.file} is not a flag of "k3s {command}"{hint}')
+    if problems:
+        msg = "; ".join(problems) + " (K3s only warns and skips unknown keys; the K3s stand-in refuses them)"
+        raise UnknownKeyError(msg)
+    return [item.arg for item in config_args]
 
 
 def resolve(command: str, cli_args: Sequence[str], env: Mapping[str, str], log: Logger) -> Values:
-    """Everything K3s does before it starts: config files, unknown-key stripping, flag parsing, env."""
+    """Everything K3s does before it starts: config files, unknown-key refusal, flag parsing, env."""
     path = config_path(cli_args, env)
     config_args: list[str] = []
     if path:
-        config_args = strip_unknown(command, read_config(path), log)
+        config_args = refuse_unknown(command, read_config(path), log)
     values, _positional = parse_args(command, [*config_args, *cli_args])
     return apply_env(command, values, env)
 

@@ -27,7 +27,6 @@ def server(k3s_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         # a short grace period for the Unknown test needs short leases too (renewed every quarter: 1 s)
         "kube-controller-manager-arg: [node-monitor-grace-period=4s, node-monitor-period=1s]\n"
         "kubelet-arg: [node-lease-duration-seconds=4]\n"
-        "tls_san: typo.example.test\n"
     )
     (config.parent / "config.yaml.d").mkdir()
     (config.parent / "config.yaml.d" / "10-taint.yaml").write_text(

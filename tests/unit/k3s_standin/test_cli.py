@@ -1,4 +1,5 @@
-"""The command line as K3s has it: version format, flag refusal, config file merge and unknown keys."""
+"""The command line as K3s has it: version format, flag refusal, config file merge; unknown config keys
+warned as K3s does, then refused."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from gorkheavy_lab.k3s.logs import Logger
 FATAL = re.compile(r'^time="[0-9T:+Z-]+" level=fatal msg="(?P<msg>.*)"$')
 
 
-def run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run(binary: Path, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
     # never read this machine's /etc/rancher/k3s/config.yaml: the default path points at nothing here
-    env = {**os.environ, "K3S_CONFIG_FILE": "/nonexistent/k3sim/config.yaml"}
+    env = {**os.environ, "K3S_CONFIG_FILE": str(config or "/nonexistent/k3sim/config.yaml")}
     env.pop("K3S_TOKEN", None)
     env.pop("K3S_URL", None)
     return subprocess.run(
@@ -80,22 +81,68 @@ def test_agent_needs_token_and_server(k3s_binary: Path, tmp_path: Path) -> None:
     assert 'msg="--server is required"' in result.stderr
 
 
-def test_config_unknown_key_is_skipped_with_k3s_warning(
+def test_config_unknown_keys_warned_as_k3s_does_then_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("tls_san: [a.example]\nnode-labels: [x=y]\nnode-label: [a=b]\n")
-    values = flags.resolve("server", ["-c", str(config)], {}, Logger())
-    err = capsys.readouterr().err
-    assert 'level=warning msg="Unknown flag --tls_san found in config.yaml, skipping\\n"' in err
-    assert 'level=warning msg="Unknown flag --node-labels found in config.yaml, skipping\\n"' in err
-    assert values["node-label"] == ["a=b"]
-    assert "tls-san" not in values
+    config.write_text("tls_san: [a.example, b.example]\nnode-labels: [x=y]\nnode-label: [a=b]\n")
+    with pytest.raises(flags.UnknownKeyError) as caught:
+        flags.resolve("server", ["-c", str(config)], {}, Logger())
+    err = capsys.readouterr().err.splitlines()
+    # K3s's own line, once per argument the key stands for, before the refusal
+    warned = [line for line in err if "level=warning" in line]
+    assert [line.split(" level=", 1)[1] for line in warned] == [
+        'warning msg="Unknown flag --tls_san found in config.yaml, skipping\\n"',
+        'warning msg="Unknown flag --tls_san found in config.yaml, skipping\\n"',
+        'warning msg="Unknown flag --node-labels found in config.yaml, skipping\\n"',
+    ]
+    assert str(caught.value) == (
+        f'config key "tls_san" in {config} is not a flag of "k3s server"; the closest valid key is '
+        f'"tls-san"; config key "node-labels" in {config} is not a flag of "k3s server"; the closest valid '
+        'key is "node-label" (K3s only warns and skips unknown keys; the K3s stand-in refuses them)'
+    )
+
+
+def test_config_key_of_the_other_command_is_refused_too(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("server: https://x:6443\ntls-san: [a.example]\n")
+    with pytest.raises(flags.UnknownKeyError, match=r'config key "tls-san" in .* of "k3s agent"'):
+        flags.resolve("agent", ["-c", str(config)], {}, Logger())
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "close"),
+    [
+        ("config.yaml", "write-kubeconfig-mod", "write-kubeconfig-mode"),
+        ("config.yaml.d/20-extra.yaml", "node-lable", "node-label"),
+    ],
+)
+def test_unknown_config_key_stops_k3s_before_it_writes_anything(
+    k3s_binary: Path, tmp_path: Path, where: str, key: str, close: str
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("node-label: [a=b]\n")
+    target = tmp_path / where
+    target.parent.mkdir(exist_ok=True)
+    with target.open("a") as out:
+        out.write(f"{key}: x\n")
+    data = tmp_path / "data"
+    result = run(k3s_binary, "server", "-d", str(data), config=config)
+    assert result.returncode == 1
+    *_, warning, fatal = result.stderr.strip().splitlines()
+    assert warning.endswith(f' level=warning msg="Unknown flag --{key} found in config.yaml, skipping\\n"')
+    match = FATAL.match(fatal)
+    assert match is not None, fatal
+    assert match["msg"] == (
+        f'config key \\"{key}\\" in {target} is not a flag of \\"k3s server\\"; the closest valid key is '
+        f'\\"{close}\\" (K3s only warns and skips unknown keys; the K3s stand-in refuses them)'
+    )
+    assert not data.exists()
 
 
 def test_config_dropins_append_and_cli_precedence(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("node-label: [a=1]\nnode-name: from-main\nwrite-kubeconfig-mode: 0644\n")
+    config.write_text("node-label: [a=1]\nnode-name: from-main\n")
     dropins = tmp_path / "config.yaml.d"
     dropins.mkdir()
     (dropins / "20-b.yaml").write_text("node-label+: [c=3]\n")
@@ -105,7 +152,9 @@ def test_config_dropins_append_and_cli_precedence(tmp_path: Path) -> None:
     assert values["node-label"] == ["a=1", "b=2", "c=3"]
     assert values["node-name"] == "from-cli"
     # YAML 1.1 reads an unquoted 0644 as the octal integer 420, exactly as K3s's yaml.v2 does
-    values = flags.resolve("server", ["-c", str(config)], {}, Logger())
+    server_config = tmp_path / "server.yaml"
+    server_config.write_text("write-kubeconfig-mode: 0644\n")
+    values = flags.resolve("server", ["-c", str(server_config)], {}, Logger())
     assert values["write-kubeconfig-mode"] == "420"
 
 

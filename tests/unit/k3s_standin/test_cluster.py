@@ -91,10 +91,6 @@ def test_kubeconfig_shape_and_mode(server: Process) -> None:
     assert cert.startswith((server.data / "server" / "tls" / "client-admin.crt").read_bytes()[:64])
 
 
-def test_unknown_config_key_warned_and_server_still_started(server: Process) -> None:
-    assert 'level=warning msg="Unknown flag --tls_san found in config.yaml, skipping\\n"' in server.log()
-
-
 def test_health_endpoints_need_authentication_as_in_k3s(server: Process) -> None:
     port = server.port  # type: ignore[attr-defined]
     for path in ("/readyz", "/livez", "/healthz", "/version", "/api"):
