@@ -139,8 +139,18 @@ def test_check_mode_previews_the_install_and_never_shows_the_token(tmp_path: Pat
     # The configuration's diff is shown and names the token file, not the token.
     assert "token-file: /etc/rancher/k3s/cluster-token" in out
     assert "node-taint:" in out
-    assert "export KUBECONFIG=" in out
-    assert not (tmp_path / "kc.yaml").exists()
+    # The last message says that nothing was written and where a real run writes the kubeconfig.
+    recap = out.rindex("PLAY RECAP")
+    last = " ".join(out[out.rindex("TASK [", 0, recap) : recap].split())
+    assert last.startswith("TASK [Name the kubeconfig to export]"), last
+    kubeconfig = tmp_path / "kc.yaml"
+    assert (
+        "Check mode: nothing was changed on the nodes and no kubeconfig was written; the diffs above show"
+        " what would change. A run without --check writes the kubeconfig (mode 0600) to"
+        f" {kubeconfig}, to be used with: export KUBECONFIG={kubeconfig}"
+    ) in last
+    assert "The cluster is up" not in out
+    assert not kubeconfig.exists()
 
 
 def test_the_kubeconfig_goes_beside_the_inventory_by_default(tmp_path: Path) -> None:
