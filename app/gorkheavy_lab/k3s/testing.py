@@ -52,6 +52,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_args(root: Path, port: int, node_name: str, *extra: str) -> list[str]:
+    """``k3s server`` on ``port`` with its data under ``root`` and no config file (``root/none.yaml``)."""
+    return [
+        "server",
+        "-c",
+        str(root / "none.yaml"),
+        "-d",
+        str(root / "data"),
+        "--https-listen-port",
+        str(port),
+        "--node-name",
+        node_name,
+        "--node-ip",
+        "127.0.0.1",
+        *extra,
+    ]
+
+
 def build_artifact(out: Path, version: str = PINNED_VERSION, arch: str = "amd64") -> Path:
     build(out, version, arch)
     return out / ("k3s" if arch == "amd64" else f"k3s-{arch}")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-BIN = Path(sys.executable).parent
+from tests.unit.cluster.playbook import BIN, LOCAL, ROOT, run_playbook
+
 VERSION = "v1.36.4+k3s1"
 # A token with the characters that broke other projects' token handling.
 TOKEN = "gork%hea$vy:to\\ken::more$$%"
@@ -43,42 +43,27 @@ def _airgap(tmp: Path, *, wrong_sum: bool = False, drop_binary: bool = False) ->
 
 
 def _run(tmp: Path, extra: dict[str, object], *verbosity: str) -> subprocess.CompletedProcess[str]:
-    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     inventory = {
         "all": {
             "children": {
                 "k3s_cluster": {
                     "children": {
-                        "k3s_server": {"hosts": {"srv": local}},
-                        "k3s_agents": {"hosts": {"ag1": local}},
+                        "k3s_server": {"hosts": {"srv": LOCAL}},
+                        "k3s_agents": {"hosts": {"ag1": LOCAL}},
                     }
                 }
             }
         }
     }
-    (tmp / "inventory.json").write_text(json.dumps(inventory))
-    (tmp / "extra.json").write_text(
-        json.dumps({"gorkheavy_k3s_kubeconfig_path": str(tmp / "kc.yaml"), **extra})
-    )
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_LOCAL_TEMP": str(tmp / "tmp"),
-    }
-    argv = [
-        str(BIN / "ansible-playbook"),
+    return run_playbook(
+        tmp,
+        ROOT / "playbooks" / "cluster.yml",
+        inventory,
+        {"gorkheavy_k3s_kubeconfig_path": str(tmp / "kc.yaml"), **extra},
         "--check",
         "--diff",
         *verbosity,
-        "-i",
-        str(tmp / "inventory.json"),
-        "-e",
-        f"@{tmp / 'extra.json'}",
-        str(ROOT / "playbooks" / "cluster.yml"),
-    ]
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
+    )
 
 
 def _stopped_in_preflight(run: subprocess.CompletedProcess[str]) -> str:

@@ -10,18 +10,16 @@ point those two role variables at the stand-in's port and data directory, nothin
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gorkheavy_lab.k3s.testing import Process, build_artifact, free_port, kubectl, running
+from gorkheavy_lab.k3s.testing import Process, build_artifact, free_port, kubectl, running, server_args
 
-ROOT = Path(__file__).resolve().parents[3]
-BIN = Path(sys.executable).parent
+from tests.unit.cluster.playbook import LOCAL, run_playbook
+
 NODE = "k3sim-patch"
 LABEL = "gorkheavy.lite/models"
 TAINT = "gorkheavy.lite/patch=true:NoSchedule"
@@ -32,21 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     binary = build_artifact(tmp_path_factory.mktemp("k3s-artifact"))
     root = tmp_path_factory.mktemp("k3s-server")
     port = free_port()
-    args = [
-        "server",
-        "-c",
-        str(root / "none.yaml"),
-        "-d",
-        str(root / "data"),
-        "--https-listen-port",
-        str(port),
-        "--node-name",
-        NODE,
-        "--node-ip",
-        "127.0.0.1",
-        "--write-kubeconfig",
-        str(root / "k3s.yaml"),
-    ]
+    args = server_args(root, port, NODE, "--write-kubeconfig", str(root / "k3s.yaml"))
     with running(binary, root, args, ready="Annotations and labels have been set successfully") as process:
         process.port = port  # type: ignore[attr-defined]
         yield process
@@ -59,8 +43,6 @@ def _node(server: Process) -> dict[str, Any]:
 
 
 def _play(server: Process, tmp: Path, extra: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    (tmp / "inventory.json").write_text(json.dumps({"all": {"hosts": {"srv": local}}}))
     play = [
         {
             "hosts": "srv",
@@ -85,32 +67,12 @@ def _play(server: Process, tmp: Path, extra: dict[str, Any]) -> subprocess.Compl
         }
     ]
     (tmp / "play.json").write_text(json.dumps(play))
-    tls = server.data / "server" / "tls"
-    (tmp / "extra.json").write_text(
-        json.dumps(
-            {
-                "__k3s_common_api": f"https://127.0.0.1:{server.port}",  # type: ignore[attr-defined]
-                "__k3s_common_tls": str(tls),
-                **extra,
-            }
-        )
-    )
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_LOCAL_TEMP": str(tmp / "tmp"),
+    api = {
+        "__k3s_common_api": f"https://127.0.0.1:{server.port}",  # type: ignore[attr-defined]
+        "__k3s_common_tls": str(server.data / "server" / "tls"),
     }
-    argv = [
-        str(BIN / "ansible-playbook"),
-        "-i",
-        str(tmp / "inventory.json"),
-        "-e",
-        f"@{tmp / 'extra.json'}",
-        str(tmp / "play.json"),
-    ]
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
+    inventory = {"all": {"hosts": {"srv": LOCAL}}}
+    return run_playbook(tmp, tmp / "play.json", inventory, {**api, **extra}, timeout=180)
 
 
 def test_an_unknown_field_in_the_roles_patch_is_refused_and_nothing_applied(

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import json
-import os
 import platform
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -21,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-BIN = Path(sys.executable).parent
+from tests.unit.cluster.playbook import LOCAL, run_playbook
+
 VERSION = "v1.36.4+k3s1"
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="the stand-in assets are amd64")
@@ -64,24 +61,12 @@ def _preflight(tmp: Path, url: str) -> subprocess.CompletedProcess[str]:
         "- hosts: all\n  gather_facts: false\n  tasks:\n"
         "    - {ansible.builtin.include_role: {name: gorkheavy.lite.k3s_common}}\n"
     )
-    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    (tmp / "inventory.json").write_text(json.dumps({"all": {"hosts": {"node": local}}}))
     extra = {
         "k3s_common_release_url": url,
         "k3s_common_cache_dir": str(tmp / "cache"),
         "k3s_common_version": VERSION,
     }
-    (tmp / "extra.json").write_text(json.dumps(extra))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    argv = [
-        str(BIN / "ansible-playbook"),
-        "-i",
-        str(tmp / "inventory.json"),
-        "-e",
-        f"@{tmp / 'extra.json'}",
-        str(play),
-    ]
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
+    return run_playbook(tmp, play, {"all": {"hosts": {"node": LOCAL}}}, extra, timeout=180)
 
 
 def test_assets_are_downloaded_once_and_verified(

@@ -14,27 +14,22 @@ import time
 from pathlib import Path
 
 import pytest
-from gorkheavy_lab.k3s.testing import Process, build_artifact, free_port, kubectl, kubectl_binary, running
+from gorkheavy_lab.k3s.testing import (
+    Process,
+    build_artifact,
+    free_port,
+    kubectl,
+    kubectl_binary,
+    running,
+    server_args,
+)
 
 # logged once the server's own Node is registered ("k3s is up and running" comes before)
 REGISTERED = "Annotations and labels have been set successfully"
 
 
 def _args(root: Path, port: int, *extra: str) -> list[str]:
-    return [
-        "server",
-        "-c",
-        str(root / "none.yaml"),
-        "-d",
-        str(root / "data"),
-        "--https-listen-port",
-        str(port),
-        "--node-name",
-        "k3sim-restart",
-        "--node-ip",
-        "127.0.0.1",
-        *extra,
-    ]
+    return server_args(root, port, "k3sim-restart", *extra)
 
 
 def test_generated_token_kept_and_other_token_fatal(k3s_binary: Path, tmp_path: Path) -> None:
