@@ -37,6 +37,19 @@ def _plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
+def k8s_in_namespaces(
+    objects: Iterable[Mapping[str, Any]], namespaces: Iterable[str], inside: bool
+) -> list[dict[str, Any]]:
+    """The objects whose namespace is one of ``namespaces`` (``inside``), or all the others (cluster-scoped
+    objects included)."""
+    names = set(namespaces)
+    return [
+        _plain(o)
+        for o in objects
+        if (((o.get("metadata") or {}).get("namespace") or None) in names) is inside
+    ]
+
+
 def k8s_set_selector(set_name: str) -> list[str]:
     """Label selectors that match exactly the objects of one set managed by this collection."""
     return [f"{MANAGED_LABEL}={MANAGER}", f"{SET_LABEL}={set_name}"]
@@ -243,6 +256,7 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "k8s_in_set": k8s_in_set,
+            "k8s_in_namespaces": k8s_in_namespaces,
             "k8s_set_selector": k8s_set_selector,
             "k8s_unwanted": k8s_unwanted,
             "k8s_match_labels": k8s_match_labels,

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from gorkheavy_lab.k3s.testing import Process, kubectl
 
-from tests.integration.ensemble.conftest import play
-from tests.unit.ensemble.rendering import example_roster
+from tests.integration.ensemble.conftest import BIN, play
+from tests.unit.ensemble.rendering import example_roster, run_ansible
 
 MODELS = ["promptimizer", "llama", "qwen", "qwen-small", "judge"]
 
@@ -44,6 +44,18 @@ def test_apply_second_run_check_diff_swap_and_removal(
     """One cluster's life: apply, apply again (changed=0), preview a swap, apply it, remove a model."""
     _process, kubeconfig = cluster
     cache = tmp_path_factory.mktemp("artifacts")
+    # --check --diff on a cluster without the ensemble: a preview of everything, nothing written
+    preview = play(kubeconfig, cache, "--check", "--diff")
+    assert "changed=0" not in _recap(preview)
+    for shown in (
+        "kind: Namespace",
+        "kind: Deployment",
+        "name: orchestrator",
+        "image: docker.io/ollama/ollama:0.33.3",
+    ):
+        assert shown in preview, shown
+    missing = kubectl(kubeconfig, "get", "namespace", "gorkheavy", check=False)
+    assert 'namespaces "gorkheavy" not found' in missing.stderr, "check mode wrote"
     first = play(kubeconfig, cache)
     assert "changed=0" not in _recap(first)
     assert _names(kubeconfig, "deployments") == {*MODELS, "orchestrator"}
@@ -127,3 +139,50 @@ def test_apply_second_run_check_diff_swap_and_removal(
     }
     config = kubectl(kubeconfig, "get", "cm", "orchestrator-config", "-n", "gorkheavy", "-o", "json").stdout
     assert "llama3.2:1b" not in json.loads(config)["data"]["config.yml"]
+
+
+def test_an_unknown_field_is_refused_before_anything_is_sent(
+    cluster: tuple[Process, Path], tmp_path: Path
+) -> None:
+    """The apply path validates each object strictly against the cluster's schema: a misspelt field stops the
+    run naming it, and the object is not created (the API server alone would only warn and drop it)."""
+    _process, kubeconfig = cluster
+    objects = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "typo", "namespace": "default"},
+            "data": {"a": "b"},
+            "datta": {"c": "d"},
+        }
+    ]
+    playbook = tmp_path / "apply.yml"
+    playbook.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "Apply one object",
+                    "hosts": "localhost",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                    "roles": [
+                        {
+                            "role": "gorkheavy.lite.k8s_manifests",
+                            "k8s_manifests_set": "typo-test",
+                            "k8s_manifests_namespace": "default",
+                            "k8s_manifests_kubeconfig": str(kubeconfig),
+                            "k8s_manifests_objects": objects,
+                            "k8s_manifests_prune": False,
+                            "k8s_manifests_wait": False,
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    result = run_ansible([str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook)])
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert "'datta' was unexpected" in result.stdout, result.stdout[-3000:]
+    listed = kubectl(kubeconfig, "get", "configmap", "typo", "-n", "default", check=False)
+    assert 'configmaps "typo" not found' in listed.stderr

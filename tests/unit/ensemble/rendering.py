@@ -85,9 +85,13 @@ def example_roster() -> list[Obj]:
     return roster
 
 
+OLLAMA_DIGEST = "sha256:" + "a1" * 32
+PYTHON_DIGEST = "sha256:" + "b2" * 32
+
+
 def options_vars() -> dict[str, Any]:
     """Every optional switch on at once: a GPU model, the vault's secrets, PostgreSQL memory, the Ingress with
-    TLS."""
+    TLS, both images pinned by digest, another keep-alive."""
     roster = example_roster()
     for entry in roster:
         if entry["name"] == "llama":
@@ -101,4 +105,7 @@ def options_vars() -> dict[str, Any]:
         "gorkheavy_ingress_host": "ensemble.lan",
         "gorkheavy_ingress_tls_cert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         "gorkheavy_ingress_tls_key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+        "gorkheavy_ollama_image_digest": OLLAMA_DIGEST,
+        "gorkheavy_ollama_keep_alive": "1h",
+        "orchestrator_image_digest": PYTHON_DIGEST,
     }

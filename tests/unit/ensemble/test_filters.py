@@ -24,6 +24,16 @@ def test_in_set_labels_a_copy_and_keeps_other_labels() -> None:
     ]
 
 
+def test_in_namespaces_splits_objects_by_their_namespace() -> None:
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gorkheavy"}}
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "gorkheavy"}}
+    other = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "b", "namespace": "default"}}
+    assert k8s.k8s_in_namespaces([ns, svc, other], ["gorkheavy"], True) == [svc]
+    # the rest, the cluster-scoped Namespace among them, go to the API as usual
+    assert k8s.k8s_in_namespaces([ns, svc, other], ["gorkheavy"], False) == [ns, other]
+    assert k8s.k8s_in_namespaces([ns, svc], [], False) == [ns, svc]
+
+
 def test_unwanted_never_returns_objects_outside_the_set() -> None:
     def res(name: str, labels: dict[str, str]) -> dict[str, object]:
         return {

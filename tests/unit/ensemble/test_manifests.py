@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import kubernetes_validate
 import pytest
 import yaml
 from gorkheavy.config import build
 
-from tests.unit.ensemble.rendering import Obj, Rendered, example_roster
+from tests.unit.ensemble.rendering import (
+    BIN,
+    OLLAMA_DIGEST,
+    PYTHON_DIGEST,
+    Obj,
+    Rendered,
+    example_roster,
+    options_vars,
+    run_ansible,
+)
 
 K8S_VERSION = "1.36.0"
 MODELS = ["promptimizer", "llama", "qwen", "qwen-small", "judge"]
@@ -214,3 +226,61 @@ def test_secrets_ingress_and_postgresql_from_the_vault(options: Rendered) -> Non
     config = build(yaml.safe_load(result.get("ConfigMap", "orchestrator-config")["data"]["config.yml"]), "cm")
     assert config.memory.store == "postgresql"
     assert config.memory.dsn is None, "the DSN comes from the Secret, not the ConfigMap"
+
+
+@pytest.mark.parametrize("missing", ["gorkheavy_api_token", "gorkheavy_ingress_tls_cert"])
+def test_an_ingress_without_tls_or_bearer_token_is_refused(
+    tmp_path: Path, artifact_cache: Path, missing: str
+) -> None:
+    wanted = {**options_vars(), missing: ""}
+    if missing == "gorkheavy_ingress_tls_cert":
+        wanted["gorkheavy_ingress_tls_key"] = ""
+    args = [
+        str(BIN / "ansible-playbook"),
+        "-i",
+        "inventory/example",
+        "playbooks/render.yml",
+        "-e",
+        f"gorkheavy_render_dir={tmp_path / 'out'}",
+        "-e",
+        f"orchestrator_artifact_cache_dir={artifact_cache}",
+        "-e",
+        json.dumps(wanted),
+    ]
+    result = run_ansible(args)
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert "orchestrator_ingress_enabled puts the API on the network beyond the cluster" in result.stdout
+    assert "s3cr3t-token" not in result.stdout
+    assert not list((tmp_path / "out").glob("*orchestrator*"))
+
+
+def test_images_pinned_by_digest_and_the_keep_alive_reach_every_pod(options: Rendered) -> None:
+    for model in MODELS:
+        pod = options.objects[("Deployment", model)]["spec"]["template"]["spec"]
+        for container in [*pod["initContainers"], *pod["containers"]]:
+            assert container["image"] == f"docker.io/ollama/ollama:0.33.3@{OLLAMA_DIGEST}"
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["OLLAMA_KEEP_ALIVE"] == "1h"
+    orchestrator = options.objects[("Deployment", "orchestrator")]["spec"]["template"]["spec"]
+    images = {c["image"] for c in [*orchestrator.get("initContainers", []), *orchestrator["containers"]]}
+    assert all(image.endswith(f"@{PYTHON_DIGEST}") for image in images), images
+    config = yaml.safe_load(options.objects[("ConfigMap", "orchestrator-config")]["data"]["config.yml"])
+    assert config["keep_alive"] == "1h"  # what the orchestrator sends with each call
+
+
+def test_sqlite_memory_with_more_than_one_replica_is_refused(tmp_path: Path, artifact_cache: Path) -> None:
+    args = [
+        str(BIN / "ansible-playbook"),
+        "-i",
+        "inventory/example",
+        "playbooks/render.yml",
+        "-e",
+        f"gorkheavy_render_dir={tmp_path / 'out'}",
+        "-e",
+        f"orchestrator_artifact_cache_dir={artifact_cache}",
+        "-e",
+        json.dumps({"orchestrator_replicas": 2}),
+    ]
+    result = run_ansible(args)
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert "SQLite memory allows one replica only (orchestrator_replicas is 2)" in result.stdout

@@ -15,7 +15,7 @@ import yaml
 from tests.unit.ensemble.rendering import BIN, Rendered, run_ansible
 
 
-def _ship(node_dir: Path, archive: Path, tmp_path: Path) -> str:
+def _ship(node_dir: Path, archive: Path, tmp_path: Path, *extra: str) -> str:
     play = [
         {
             "name": "Ship the wheelhouse to this machine as a node",
@@ -43,7 +43,9 @@ def _ship(node_dir: Path, archive: Path, tmp_path: Path) -> str:
     ]
     path = tmp_path / "ship.yml"
     path.write_text(yaml.safe_dump(play), encoding="utf-8")
-    result = run_ansible([str(BIN / "ansible-playbook"), "-i", "inventory/example", str(path)], timeout=300)
+    result = run_ansible(
+        [str(BIN / "ansible-playbook"), "-i", "inventory/example", str(path), *extra], timeout=300
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     return result.stdout[result.stdout.rfind("PLAY RECAP") :]
 
@@ -57,6 +59,12 @@ def test_ship_unpacks_verifies_keeps_two_builds_and_is_idempotent(example: Rende
         (node / f"{old}.tar").write_bytes(b"")
         stamp = 1_700_000_000 - age * 86_400
         os.utime(node / f"{old}.tar", (stamp, stamp))
+    # check mode on a node that has nothing yet: the copy would change, nothing to unpack or verify yet
+    fresh = tmp_path / "fresh"
+    preview = _ship(fresh, archive, tmp_path, "--check", "--diff")
+    assert "failed=0" in preview, preview
+    assert "changed=0" not in preview, preview
+    assert not fresh.exists()
     first = _ship(node, archive, tmp_path)
     assert "failed=0" in first
     assert sorted(p.name for p in node.iterdir()) == sorted(
