@@ -51,7 +51,8 @@ def run_ansible(args: list[str], timeout: float = 600) -> subprocess.CompletedPr
     )
 
 
-def run_render(out: Path, cache: Path, extra_vars: dict[str, Any] | None = None) -> Rendered:
+def render_command(out: Path, cache: Path, extra_vars: dict[str, Any] | None = None) -> list[str]:
+    """playbooks/render.yml on inventory/example into ``out``, with the wheelhouse cache ``cache``."""
     args = [
         str(BIN / "ansible-playbook"),
         "-i",
@@ -64,7 +65,11 @@ def run_render(out: Path, cache: Path, extra_vars: dict[str, Any] | None = None)
     ]
     if extra_vars:
         args += ["-e", json.dumps(extra_vars)]
-    result = run_ansible(args)
+    return args
+
+
+def run_render(out: Path, cache: Path, extra_vars: dict[str, Any] | None = None) -> Rendered:
+    result = run_ansible(render_command(out, cache, extra_vars))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     recap = result.stdout[result.stdout.rfind("PLAY RECAP") :]
     objects: dict[tuple[str, str], Obj] = {}

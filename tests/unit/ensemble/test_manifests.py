@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import kubernetes_validate
@@ -11,13 +10,13 @@ import yaml
 from gorkheavy.config import build
 
 from tests.unit.ensemble.rendering import (
-    BIN,
     OLLAMA_DIGEST,
     PYTHON_DIGEST,
     Obj,
     Rendered,
     example_roster,
     options_vars,
+    render_command,
     run_ansible,
 )
 
@@ -235,19 +234,7 @@ def test_an_ingress_without_tls_or_bearer_token_is_refused(
     wanted = {**options_vars(), missing: ""}
     if missing == "gorkheavy_ingress_tls_cert":
         wanted["gorkheavy_ingress_tls_key"] = ""
-    args = [
-        str(BIN / "ansible-playbook"),
-        "-i",
-        "inventory/example",
-        "playbooks/render.yml",
-        "-e",
-        f"gorkheavy_render_dir={tmp_path / 'out'}",
-        "-e",
-        f"orchestrator_artifact_cache_dir={artifact_cache}",
-        "-e",
-        json.dumps(wanted),
-    ]
-    result = run_ansible(args)
+    result = run_ansible(render_command(tmp_path / "out", artifact_cache, wanted))
     assert result.returncode == 2, result.stdout[-3000:]
     assert "orchestrator_ingress_enabled puts the API on the network beyond the cluster" in result.stdout
     assert "s3cr3t-token" not in result.stdout
@@ -269,18 +256,6 @@ def test_images_pinned_by_digest_and_the_keep_alive_reach_every_pod(options: Ren
 
 
 def test_sqlite_memory_with_more_than_one_replica_is_refused(tmp_path: Path, artifact_cache: Path) -> None:
-    args = [
-        str(BIN / "ansible-playbook"),
-        "-i",
-        "inventory/example",
-        "playbooks/render.yml",
-        "-e",
-        f"gorkheavy_render_dir={tmp_path / 'out'}",
-        "-e",
-        f"orchestrator_artifact_cache_dir={artifact_cache}",
-        "-e",
-        json.dumps({"orchestrator_replicas": 2}),
-    ]
-    result = run_ansible(args)
+    result = run_ansible(render_command(tmp_path / "out", artifact_cache, {"orchestrator_replicas": 2}))
     assert result.returncode == 2, result.stdout[-3000:]
     assert "SQLite memory allows one replica only (orchestrator_replicas is 2)" in result.stdout
