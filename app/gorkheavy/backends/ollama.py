@@ -1,10 +1,12 @@
-"""Ollama over HTTP: ``/api/chat`` with streaming, ``/api/tags`` and ``/api/ps``, on one pooled aiohttp
-session.
+"""Ollama over HTTP: ``/api/chat``, ``/api/tags`` and ``/api/ps``, on one pooled aiohttp session.
 
 One :class:`OllamaClient` (one ``aiohttp.ClientSession``) serves every backend of the roster for the life
-of the process. Calls stream NDJSON and assemble the reply; a line with an ``error`` key (an error after the
-response has started) ends the call with that error. Deadlines belong to the caller (the pipeline wraps each
-call in ``asyncio.timeout``); this module only bounds connecting.
+of the process. A call whose caller listens to the text as it comes (``CallOptions.on_text``) streams
+NDJSON and assembles the reply; a line with an ``error`` key (an error after the response has started) ends
+the call with that error. Every other call asks for the reply in one piece (``"stream": false``): one JSON
+body to read and parse instead of one line per token, for the model server and for this process. A server
+that streams anyway (``application/x-ndjson``) is read as a stream. Deadlines belong to the caller (the
+pipeline wraps each call in ``asyncio.timeout``); this module only bounds connecting.
 
 Why not the official ``ollama`` client: see app/README.md ("Ollama client"). Its response types are still
 used by the tests to check every body the stand-in sends.
@@ -31,6 +33,7 @@ from gorkheavy.core.types import CallOptions, ChatMessage, ErrorCause, ModelCall
 
 _NO_OPTIONS = CallOptions()
 _JSON = {"Content-Type": "application/json"}
+_NDJSON = "application/x-ndjson"
 
 _CONNECTION_ERRORS = (
     aiohttp.ClientConnectionError,  # refused, reset, server disconnected, connect timeout
@@ -125,7 +128,7 @@ class OllamaClient:
         body: dict[str, Any] = {
             "model": spec.model,
             "messages": [m.as_dict() for m in messages],
-            "stream": True,
+            "stream": call.on_text is not None,  # streamed only for a caller that takes the text as it comes
             "keep_alive": keep_alive,
         }
         options = {**spec.options, **call.options}
@@ -156,7 +159,9 @@ class OllamaClient:
             async with self._session.post(parsed, data=data, headers=_JSON) as response:
                 if response.status != 200:
                     raise await self._status_error(spec, response)
-                return await self._read_stream(spec, response, call)
+                if body["stream"] or response.content_type == _NDJSON:
+                    return await self._read_stream(spec, response, call)
+                return await self._read_whole(spec, response, call)
         except _CONNECTION_ERRORS as exc:
             raise ModelCallError(
                 ErrorCause.CONNECTION, f"{spec.label}: connection failed ({_describe(exc)})"
@@ -222,14 +227,7 @@ class OllamaClient:
             async with contextlib.aclosing(self._lines(response)) as arrived:
                 async for lines in arrived:
                     for line in lines:
-                        chunk = json.loads(line.decode("utf-8"))
-                        if not isinstance(chunk, dict):
-                            raise ValueError(f"expected a JSON object per line, got {type(chunk).__name__}")
-                        if "error" in chunk:
-                            raise ModelCallError(
-                                ErrorCause.STREAM_ERROR,
-                                f"{spec.label}: error while generating: {repair_text(str(chunk['error']))}",
-                            )
+                        chunk = _object(spec, line)
                         message = chunk.get("message")
                         if isinstance(message, dict):
                             content = message.get("content")
@@ -244,16 +242,8 @@ class OllamaClient:
                         elif message is not None:
                             raise ValueError("'message' is not an object")
                         if chunk.get("done") is True:
-                            reason = str(chunk.get("done_reason") or "")
                             await _drain(response)
-                            return ModelReply(
-                                text=repair_text("".join(parts)),
-                                done_reason=reason,
-                                eval_count=_int(chunk.get("eval_count")),
-                                total_duration_ns=_int(chunk.get("total_duration")),
-                                prompt_eval_count=_int(chunk.get("prompt_eval_count")),
-                                truncated=reason == "length",
-                            )
+                            return _final(chunk, "".join(parts), cut=False)
         except ValueError as exc:  # UnicodeDecodeError and json.JSONDecodeError included
             raise ModelCallError(
                 ErrorCause.MALFORMED, f"{spec.label}: unreadable reply ({_short(str(exc))})"
@@ -261,6 +251,45 @@ class OllamaClient:
         raise ModelCallError(
             ErrorCause.CONNECTION, f"{spec.label}: the reply ended before its final chunk (done: true)"
         )
+
+    async def _read_whole(
+        self, spec: ModelSpec, response: aiohttp.ClientResponse, call: CallOptions
+    ) -> ModelReply:
+        """The reply asked for in one piece: one JSON object, its text cut at ``max_bytes`` as a stream is.
+
+        The body is read up to ``max_line_bytes`` (a streamed reply's line limit: the whole reply is one line
+        here); a longer one ends the call (``too_long``, with no text: a cut JSON object says nothing) and its
+        connection is closed, so what is kept stays bounded whatever the server sends.
+        """
+        limit = self._max_line
+        declared = response.content_length
+        raw = bytearray()
+        if declared is None or declared <= limit:
+            async for data in response.content.iter_any():
+                raw += data
+                if len(raw) > limit:
+                    break
+        if len(raw) > limit or (declared is not None and declared > limit):
+            raise ModelCallError(
+                ErrorCause.TOO_LONG, f"{spec.label}: a reply of more than {limit} bytes (not read)"
+            )
+        try:
+            reply = _object(spec, bytes(raw))
+            message = reply.get("message")
+            if not isinstance(message, dict):
+                raise ValueError("no 'message' object")
+        except ValueError as exc:  # UnicodeDecodeError and json.JSONDecodeError included
+            raise ModelCallError(
+                ErrorCause.MALFORMED, f"{spec.label}: unreadable reply ({_short(str(exc))})"
+            ) from None
+        if reply.get("done") is not True:
+            raise ModelCallError(ErrorCause.MALFORMED, f"{spec.label}: a reply without done: true")
+        content = message.get("content")
+        text = content if isinstance(content, str) else ""
+        max_bytes = call.max_bytes
+        if max_bytes and len(text.encode("utf-8", "surrogatepass")) >= max_bytes:
+            return _final(reply, _cut(text, max_bytes), cut=True)
+        return _final(reply, text, cut=False)
 
     async def warm(self, base_urls: Sequence[str], per_server: int, limit_s: float) -> int:
         """Open ``per_server`` pooled connections to each server (``GET /api/version`` on each at once),
@@ -335,6 +364,33 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
                 if not data:
                     break
                 left -= len(data)
+
+
+def _object(spec: ModelSpec, line: bytes) -> dict[str, Any]:
+    """One reply object (a streamed line or a whole body); one that carries an ``error`` ends the call.
+    Raises ValueError when it is not a JSON object."""
+    chunk = json.loads(line.decode("utf-8"))
+    if not isinstance(chunk, dict):
+        raise ValueError(f"expected a JSON object, got {type(chunk).__name__}")
+    if "error" in chunk:
+        raise ModelCallError(
+            ErrorCause.STREAM_ERROR,
+            f"{spec.label}: error while generating: {repair_text(str(chunk['error']))}",
+        )
+    return chunk
+
+
+def _final(chunk: dict[str, Any], text: str, *, cut: bool) -> ModelReply:
+    """The reply whose final object (``done: true``) is ``chunk``; ``cut``: ``text`` was cut at the cap."""
+    reason = "length" if cut else str(chunk.get("done_reason") or "")
+    return ModelReply(
+        text=repair_text(text),
+        done_reason=reason,
+        eval_count=_int(chunk.get("eval_count")),
+        total_duration_ns=_int(chunk.get("total_duration")),
+        prompt_eval_count=_int(chunk.get("prompt_eval_count")),
+        truncated=reason == "length",
+    )
 
 
 def _bad_url(url: str, exc: BaseException) -> ModelCallError:

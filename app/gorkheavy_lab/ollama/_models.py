@@ -57,7 +57,8 @@ class ModelBehavior:
         NDJSON error line); ``disconnect`` (closes the connection after those chunks); ``malformed`` (a line
         that is not JSON after those chunks); ``stall`` (those chunks, then nothing, never finishing);
         ``endless`` (a runaway backend: the answer's chunks over and over, as fast as the client reads
-        them, never the final chunk; ``num_predict`` and ``stop`` do not end it; not streamed: no answer).
+        them, never the final chunk; ``num_predict`` and ``stop`` do not end it; streamed also when the
+        request says ``"stream": false``).
         ``failure_count``: fail only the next N inference requests, then behave (``None``: all of them).
     capabilities: as ``/api/show`` reports them; ``None`` means ``completion`` and ``tools`` (+ ``thinking``).
     """

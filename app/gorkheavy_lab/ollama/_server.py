@@ -993,7 +993,7 @@ class OllamaStandin:
         )
         async with self._slot(entry):
             ctx.slotted = time.perf_counter_ns()
-            if stream:
+            if stream or failure == "endless":  # a runaway server streams whatever it was asked
                 return await self._stream(request, rec, b, failure, ctx)
             return await self._whole(request, rec, b, failure, ctx)
 
@@ -1125,7 +1125,7 @@ class OllamaStandin:
         if failure == "disconnect":
             self._drop(request)
             raise asyncio.CancelledError
-        if failure in ("stall", "endless"):
+        if failure == "stall":
             await self._hang(request)
         return self._json(g.whole(first))
 

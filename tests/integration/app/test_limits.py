@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-from gorkheavy.core.types import ErrorCause
+from gorkheavy.backends.ollama import OllamaClient, make_session
+from gorkheavy.core.roster import ModelSpec
+from gorkheavy.core.types import ChatMessage, ErrorCause, ModelCallError
 
 from .conftest import MODELS, Backend, Wired, roster
 
@@ -46,6 +48,38 @@ async def test_a_backend_that_never_ends_is_cut_at_the_byte_cap(backend: Backend
     assert qwen.cause is ErrorCause.TOO_LONG  # not a timeout: the cap ended the call
     assert 16384 - 4 < len(qwen.text.encode()) <= 16384
     assert result.answer
+
+
+async def test_a_whole_reply_past_the_byte_cap_is_cut_there_and_flagged(
+    backend: Backend, wired: Wired
+) -> None:
+    backend.behavior("qwen").reply = "é" + "x" * 20_000  # one piece, under the token cap, over 16 KiB
+    backend.behavior("qwen").chunks = 1
+    result = await wired.pipeline.run("s", "q")
+    qwen = next(c for c in result.candidates if c.name == "qwen")
+    assert backend.chats("qwen")[0].body["stream"] is False
+    assert qwen.cause is ErrorCause.TOO_LONG
+    assert qwen.ok
+    assert qwen.text == "é" + "x" * (16384 - 2)  # the first 16 KiB, as a streamed reply is cut
+    assert result.answer
+
+
+async def test_a_whole_reply_larger_than_a_line_is_not_read(backend: Backend) -> None:
+    backend.standin.configure(MODELS["qwen"], reply="y" * 10_000, chunks=1)
+    spec = ModelSpec("qwen", MODELS["qwen"], backend.url)
+    session = make_session(connect_timeout=2)
+    try:
+        client = OllamaClient(session, max_line_bytes=4096)
+        with pytest.raises(ModelCallError) as raised:
+            await client.chat(spec, [ChatMessage("user", "q")], keep_alive="5m")
+        assert raised.value.cause is ErrorCause.TOO_LONG
+        assert "more than 4096 bytes" in raised.value.message
+        # within the limit the same reply is read whole
+        whole = await OllamaClient(session).chat(spec, [ChatMessage("user", "q")], keep_alive="5m")
+        assert whole.text == "y" * 10_000
+        assert not whole.truncated
+    finally:
+        await session.close()
 
 
 # -- the server's memory stays flat whatever a backend sends ---------------------------------------------

@@ -657,6 +657,21 @@ async def test_mid_stream_error_arrives_as_an_ndjson_line() -> None:
     assert {r.outcome for r in standin.requests} == {"failure:mid_stream_error"}
 
 
+async def test_a_runaway_backend_streams_even_when_asked_for_one_body() -> None:
+    standin = OllamaStandin({"gemma3:1b": ModelBehavior(failure="endless", reply="lorem ipsum", chunks=1)})
+    body = {"model": "gemma3:1b", "messages": USER, "stream": False}
+    async with (
+        standin.serve() as url,
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}/api/chat", json=body) as response,
+    ):
+        assert response.status == 200
+        assert response.content_type == "application/x-ndjson"
+        lines = [json.loads(await response.content.readline()) for _ in range(5)]
+    assert all(line["done"] is False for line in lines)  # chunk after chunk, never the final one
+    assert {line["message"]["content"] for line in lines} == {"lorem ipsum"}
+
+
 async def test_failure_modes() -> None:
     standin = OllamaStandin(
         {
