@@ -102,6 +102,8 @@ class NodeHost:
             **os.environ,
             "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.workdir / "cp"),
+            # fresh hosts with fresh host keys, as SSH_OPTIONS says (no known-hosts file)
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
         }
