@@ -19,9 +19,12 @@ requirements:
   - mitogen (pip, the C(ops) extra of the gorkheavy-lite package); optional
 """
 
+import logging
+
 from ansible.utils.display import Display
 
 try:
+    import ansible_mitogen.logging as _mitogen_logging
     from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule
 except ImportError as error:  # pragma: no cover - depends on the controller's packages
     from ansible.plugins.strategy.linear import StrategyModule
@@ -30,5 +33,14 @@ except ImportError as error:  # pragma: no cover - depends on the controller's p
         f"gorkheavy.lite.mitogen_linear: Mitogen is not usable ({error}); running the plain linear strategy. "
         "Install it with: pip install 'mitogen>=0.3.54,<0.4'"
     )
+else:
+    # At -vvv Mitogen logs every call it makes on a host with its arguments, the module arguments of no_log
+    # tasks (tokens, passwords) included. Its loggers never go below INFO here, whatever the verbosity.
+    _levels = _mitogen_logging._verbosity_to_levels
+
+    def _without_debug(verbosity: int) -> tuple[int, ...]:
+        return tuple(max(level, logging.INFO) for level in _levels(verbosity))
+
+    _mitogen_logging._verbosity_to_levels = _without_debug
 
 __all__ = ["StrategyModule"]

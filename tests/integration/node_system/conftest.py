@@ -104,6 +104,8 @@ class NodeHost:
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.workdir / "cp"),
             # fresh hosts with fresh host keys, as SSH_OPTIONS says (no known-hosts file)
             "ANSIBLE_HOST_KEY_CHECKING": "False",
+            # containers on this machine: connection set-up at a high load takes longer than the default 10 s
+            "ANSIBLE_TIMEOUT": "60",
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
         }

@@ -28,6 +28,8 @@ def run_prepare(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_HOST_KEY_CHECKING": "False",
+        # containers on this machine: connection set-up at a high load takes longer than the default 10 s
+        "ANSIBLE_TIMEOUT": "60",
         # The whole output of every run, for a look after a failure (the assertions show only its end).
         "ANSIBLE_LOG_PATH": str(inventory.parent / "ansible.log"),
         "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",

@@ -76,6 +76,8 @@ class PodmanLab(Lab):
         env = {
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control),
             "ANSIBLE_LOG_PATH": str(self.tmp_path / "ansible.log"),
+            # the VMs are containers on this machine: connection set-up at a high load takes longer than 10 s
+            "ANSIBLE_TIMEOUT": "60",
         }
         try:
             return harness.run_playbook(playbook, inventory, *args, extra_env=env, **kwargs)

@@ -3,6 +3,7 @@ stage's unit tests do: the inventory and the extra vars are JSON files in the te
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -12,7 +13,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
-LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+# The local user is named: a task that becomes that same user then runs without sudo, as Ansible skips become
+# to the login user (through Mitogen only when the login user is known).
+LOCAL = {
+    "ansible_connection": "local",
+    "ansible_python_interpreter": sys.executable,
+    "ansible_user": getpass.getuser(),
+}
 
 
 def run_playbook(

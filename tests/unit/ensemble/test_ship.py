@@ -6,6 +6,7 @@ ones kept (the current one and the newest older one by default); a second run ch
 
 from __future__ import annotations
 
+import getpass
 import os
 import tarfile
 from pathlib import Path
@@ -23,6 +24,8 @@ def _ship(node_dir: Path, archive: Path, tmp_path: Path, *extra: str) -> str:
             "connection": "local",
             "gather_facts": False,
             "vars": {
+                # become to root is no sudo when this machine's user is root (tests/unit/cluster/playbook.py)
+                "ansible_user": getpass.getuser(),
                 "orchestrator_artifact_node_dir": str(node_dir),
                 "orchestrator_artifact_keep": 2,
                 "orchestrator__artifact": {
