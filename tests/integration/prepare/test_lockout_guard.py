@@ -61,7 +61,7 @@ def fresh_vm(tmp_path_factory):
                 "ansible_user": ADMIN,
                 "ansible_password": password,
                 "ansible_become_password": password,
-                # after the hardening only the key logs in: a later run must not depend on a connection left open
+                # after the hardening only the key logs in: no run may depend on a connection left open
                 "ansible_ssh_private_key_file": str(controller_key),
                 "ansible_ssh_common_args": SSH_OPTIONS,
             }
