@@ -6,7 +6,7 @@
 #   PYTEST_WORKERS  pytest's workers (scripts/pytest.sh; default 3)
 #   MOLECULE_JOBS   scenarios at once (scripts/molecule-all.sh; default 2 here)
 #   PYTEST_MARKERS  pytest's -m expression for the main run (empty: every test); the Makefile gives "not lab"
-#   LAB_E2E         1 (default): the lab's end-to-end test (pytest -m lab tests/e2e, one process, the machine's
+#   LAB_E2E         1: the lab's end-to-end test (pytest -m lab tests/e2e, one process, the machine's
 #                   only lab) runs as a lane of its own from the start, the longest single test; 0: not run
 #
 # pytest prints as it goes. The lab lane writes to build/test-logs/lab.log, each scenario to
@@ -22,7 +22,7 @@ start=$(date +%s)
 mkdir -p "$MOLECULE_LOG_DIR"
 rm -f "$MOLECULE_LOG_DIR"/*.log
 lab_pid=""
-if [ "${LAB_E2E:-1}" = 1 ]; then
+if [ "${LAB_E2E:-0}" = 1 ]; then
   echo "=== the lab end to end (pytest -m lab tests/e2e) started (log: $MOLECULE_LOG_DIR/lab.log)"
   (
     lab_start=$(date +%s)

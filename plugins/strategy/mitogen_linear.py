@@ -11,10 +11,11 @@ description:
   - Runs plays exactly as Ansible's C(linear) strategy does (every host finishes a task before the next starts),
     but reaches each host through Mitogen: one SSH connection and one Python interpreter per host for the whole
     run, with modules imported once, instead of a new SSH session and a new interpreter for every task.
-  - The connection settings are Ansible's own (user, key, port, C(ssh_args), known-hosts checking, become).
+  - The connection settings are Ansible's own (user, key, port, C(ssh_args), become); the project's README
+    says where Mitogen treats host key checking, passwords and reconnects differently.
   - When the C(mitogen) package is not installed on the controller it warns once and runs Ansible's own
     C(linear) strategy, so a run never depends on it.
-  - The project's C(ansible.cfg) selects it; C(ANSIBLE_STRATEGY=linear) runs without it.
+  - Chosen per run with C(ANSIBLE_STRATEGY=gorkheavy.lite.mitogen_linear), or with C(strategy) in C(ansible.cfg).
 requirements:
   - mitogen (pip, the C(ops) extra of the gorkheavy-lite package); optional
 """
