@@ -33,8 +33,10 @@ podman --runtime runc run -d --name "$name" --hostname "$name" "${network_args[@
 boot_timeout="${TESTHOST_BOOT_TIMEOUT:-180}"
 deadline=$((SECONDS + boot_timeout))
 state=""
+# One `systemctl is-system-running --wait` inside waits for the end of the boot itself; it is asked again only
+# while systemd does not answer yet (the first moments) or says something else, half a second apart.
 while [ "$SECONDS" -lt "$deadline" ]; do
-  state="$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)"
+  state="$(timeout "$((deadline - SECONDS + 1))" podman exec "$name" systemctl is-system-running --wait 2>/dev/null || true)"
   case "$state" in running | degraded) break ;; esac
   sleep 0.5
 done
