@@ -415,6 +415,10 @@ class Lab:
         control.mkdir(mode=0o700, exist_ok=True)
         env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(control)
         env.setdefault("ANSIBLE_FORCE_COLOR", "1" if sys.stdout.isatty() else "0")
+        # Each task's start time and duration as it runs, and the slowest tasks after the recap: where a run's
+        # time went, in the output and in .lab/logs/.
+        env.setdefault("ANSIBLE_CALLBACKS_ENABLED", "ansible.posix.profile_tasks")
+        env.setdefault("PROFILE_TASKS_TASK_OUTPUT_LIMIT", "25")
         return env
 
     def run_site(self, extra: Sequence[str] = (), *, echo: bool = True) -> SiteRun:
