@@ -12,10 +12,13 @@ from typing import Any
 
 import yaml
 from ansible_collections.gorkheavy.lite.plugins.filter.k3s import k3s_parse_taint
-
-SET_LABEL = "gorkheavy.lite/set"
-MANAGED_LABEL = "app.kubernetes.io/managed-by"
-MANAGER = "gorkheavy-lite"
+from ansible_collections.gorkheavy.lite.plugins.module_utils.k8s_set import (
+    MANAGED_LABEL,
+    MANAGER,
+    SET_LABEL,
+    set_selector,
+    unwanted,
+)
 
 
 def k8s_in_set(objects: Iterable[Mapping[str, Any]], set_name: str) -> list[dict[str, Any]]:
@@ -50,13 +53,28 @@ def k8s_in_namespaces(
     ]
 
 
+def k8s_ids(objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Who the objects are (kind, name, namespace) without what they hold: to name Secrets safely."""
+    return [
+        {
+            "kind": o["kind"],
+            "name": o["metadata"]["name"],
+            "namespace": (o.get("metadata") or {}).get("namespace"),
+        }
+        for o in objects
+    ]
+
+
+def k8s_object_label(obj: Mapping[str, Any]) -> str:
+    """``Kind namespace/name`` of an object, or of a mapping with kind, name and namespace."""
+    meta = obj.get("metadata") or obj
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj['kind']} {where}{meta['name']}"
+
+
 def k8s_set_selector(set_name: str) -> list[str]:
     """Label selectors that match exactly the objects of one set managed by this collection."""
-    return [f"{MANAGED_LABEL}={MANAGER}", f"{SET_LABEL}={set_name}"]
-
-
-def _key(kind: str, namespace: str | None, name: str) -> tuple[str, str, str]:
-    return (kind, namespace or "", name)
+    return set_selector(set_name)
 
 
 def k8s_unwanted(
@@ -66,25 +84,7 @@ def k8s_unwanted(
 
     An object is only ever returned when it carries both labels of the set, whatever the listing matched.
     """
-    keep = {_key(o["kind"], o.get("metadata", {}).get("namespace"), o["metadata"]["name"]) for o in wanted}
-    out = []
-    for result in found:
-        for res in result.get("resources") or []:
-            meta = res.get("metadata") or {}
-            labels = meta.get("labels") or {}
-            if labels.get(MANAGED_LABEL) != MANAGER or labels.get(SET_LABEL) != set_name:
-                continue
-            if _key(res["kind"], meta.get("namespace"), meta["name"]) in keep:
-                continue
-            out.append(
-                {
-                    "api_version": res["apiVersion"],
-                    "kind": res["kind"],
-                    "name": meta["name"],
-                    "namespace": meta.get("namespace"),
-                }
-            )
-    return out
+    return unwanted([res for result in found for res in result.get("resources") or []], wanted, set_name)
 
 
 def k8s_match_labels(obj: Mapping[str, Any]) -> list[str]:
@@ -257,6 +257,8 @@ class FilterModule:
         return {
             "k8s_in_set": k8s_in_set,
             "k8s_in_namespaces": k8s_in_namespaces,
+            "k8s_ids": k8s_ids,
+            "k8s_object_label": k8s_object_label,
             "k8s_set_selector": k8s_set_selector,
             "k8s_unwanted": k8s_unwanted,
             "k8s_match_labels": k8s_match_labels,

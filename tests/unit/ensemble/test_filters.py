@@ -57,6 +57,19 @@ def test_unwanted_never_returns_objects_outside_the_set() -> None:
     assert k8s.k8s_unwanted(found, wanted, "s") == [
         {"api_version": "v1", "kind": "Service", "name": "gone", "namespace": "g"}
     ]
+    # what k8s_apply_set is told to keep beside the objects it applies: who they are, not what they hold
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "keep", "namespace": "g"},
+        "data": {"t": "x"},
+    }
+    assert k8s.k8s_ids([secret]) == [{"kind": "Secret", "name": "keep", "namespace": "g"}]
+    assert k8s.k8s_unwanted(found, k8s.k8s_ids([res("keep", {})]), "s") == k8s.k8s_unwanted(
+        found, wanted, "s"
+    )
+    assert k8s.k8s_object_label(secret) == "Secret g/keep"
+    assert k8s.k8s_object_label({"kind": "Namespace", "name": "g", "namespace": None}) == "Namespace g"
 
 
 def test_tolerations_tolerate_exactly_the_taints_given_as_k3s_strings_or_mappings() -> None:
