@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +55,27 @@ class SystemdHost:
             msg = f"test host {host.name} did not start: {result.stderr.strip()}"
             raise RuntimeError(msg)
         host.address = result.stdout.strip()
+        host.wait_for_ssh()
         return host
+
+    def wait_for_ssh(self, timeout: float = 120) -> None:
+        """Wait until sshd answers on port 22 with its banner (after the boot, or after a restart by a test).
+        sshd re-executes itself on a reload (SIGHUP) and refuses connections until the new process listens;
+        `systemctl reload` returns before that, `systemctl restart` (Type=notify) only once it listens."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.address, 22), timeout=5) as sock:
+                    banner = sock.recv(64)
+                if banner.startswith(b"SSH-"):
+                    return
+                last = f"answered {banner!r}"
+            except OSError as error:
+                last = str(error)
+            time.sleep(0.2)
+        msg = f"sshd on test host {self.name} ({self.address}) did not answer within {timeout:.0f} s: {last}"
+        raise RuntimeError(msg)
 
     def sh(
         self, script: str, *, check: bool = True, stdin: str | None = None

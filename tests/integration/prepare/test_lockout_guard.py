@@ -50,9 +50,11 @@ def fresh_vm(tmp_path_factory):
             " && echo 'PasswordAuthentication yes' > /etc/ssh/sshd_config.d/50-cloud-init.conf"
             # Only 2048-bit moduli, as some images ship: the group exchange must then not be offered.
             " && awk '/^#/ || $5 < 3071' /etc/ssh/moduli > /tmp/moduli && mv /tmp/moduli /etc/ssh/moduli"
-            " && systemctl reload ssh.service",
+            # a restart returns once the new sshd listens (Type=notify); a reload would return before it does
+            " && systemctl restart ssh.service",
             stdin=f"{ADMIN}:{password}\n",
         )
+        host.wait_for_ssh()
 
         def inventory(*public_keys: Path) -> Path:
             path = work / f"inventory-{'-'.join(key.stem for key in public_keys)}.yml"
