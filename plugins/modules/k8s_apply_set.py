@@ -12,7 +12,7 @@ short_description: Apply a list of Kubernetes objects and delete the members of 
 version_added: "0.1.0"
 description:
   - Applies each object of O(objects) in order, as C(kubectl apply) does (the last-applied-configuration
-    annotation), after validating it strictly against the cluster's schema (kubernetes-validate): a field the
+    annotation), after validating it strictly against the cluster's schema (kubernetes-validate); a field the
     schema does not know stops the module, naming the object and the field, before the object is sent.
   - With O(prune_set), then lists the objects of O(prune_kinds) in O(prune_namespace) that carry both labels of
     the set (C(app.kubernetes.io/managed-by=gorkheavy-lite), C(gorkheavy.lite/set=<set>)) and deletes those that
@@ -22,7 +22,7 @@ description:
     API discovery.
   - In check mode, objects are applied as a server-side dry run and nothing is deleted; what would be deleted is
     reported.
-  - Runs where the kubeconfig is, normally the controller (C(delegate_to: localhost) or a C(localhost) play).
+  - Runs where the kubeconfig is, normally on the controller (a C(localhost) play, or delegated to localhost).
 options:
   objects:
     description: The objects to apply, in this order, each a mapping with apiVersion, kind and metadata.name.
@@ -59,16 +59,10 @@ options:
     default: 600
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - gorkheavy.lite.k8s_module
 requirements:
   - kubernetes >= 24.2.0
   - kubernetes-validate (for O(validate))
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-author:
-  - gorkheavy-lite contributors
 """
 
 EXAMPLES = r"""

@@ -25,13 +25,8 @@ options:
     description: Why the object is shown rather than sent, added to the message.
     type: str
     default: ""
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-author:
-  - gorkheavy-lite contributors
+extends_documentation_fragment:
+  - gorkheavy.lite.k8s_module
 """
 
 EXAMPLES = r"""
