@@ -37,17 +37,6 @@ def version_text(rel: release.Release) -> str:
     return f"k3s version {rel.version} ({rel.short_commit})\ngo version {rel.go_version}\n"
 
 
-# Seconds the agent's orderly shutdown may take after SIGTERM before the process exits regardless.
-STOP_GRACE = 5.0
-
-
-def _exit_after_grace(log: Logger) -> None:
-    log.warning(f"Shutdown did not finish within {STOP_GRACE:.0f}s of the signal; exiting")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 async def run_agent(values: dict[str, Any], args: list[str], rel: release.Release, log: Logger) -> None:
     from . import server  # noqa: PLC0415
     from .agent import Agent, AgentConfig, JoinError, LoadBalancer, read_token, token_or_error  # noqa: PLC0415
@@ -89,7 +78,8 @@ async def run_agent(values: dict[str, Any], args: list[str], rel: release.Releas
         AgentConfig(url, supervisor, token, ident, data_dir, server.etc_dir() / "node" / "password", rel), log
     )
     import signal  # noqa: PLC0415
-    import threading  # noqa: PLC0415
+
+    from . import serving  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(agent.run())
@@ -100,9 +90,7 @@ async def run_agent(values: dict[str, Any], args: list[str], rel: release.Releas
         # of them hang (a peer that stopped answering), the process exits anyway instead of holding up
         # `systemctl restart` until systemd's stop timeout kills it.
         task.cancel()
-        timer = threading.Timer(STOP_GRACE, _exit_after_grace, args=(log,))
-        timer.daemon = True
-        timer.start()
+        serving.exit_after(serving.AGENT_STOP_GRACE, log)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, terminate)

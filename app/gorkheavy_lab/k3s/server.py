@@ -468,8 +468,13 @@ async def run(values: dict[str, Any], args: list[str], release: Release, log: Lo
         tasks.append(asyncio.create_task(agent.run(notify=False)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def terminate() -> None:
+        stop.set()
+        serving.exit_after(serving.SERVER_STOP_GRACE, log)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, terminate)
     await _wait_first(stop.wait(), tasks)
     for task in tasks:
         task.cancel()

@@ -14,12 +14,41 @@ takes it.
 from __future__ import annotations
 
 import inspect
+import os
 import ssl
+import sys
+import threading
 
 from aiohttp import web
 
+from .logs import Logger
+
 # Seconds the handlers still running at a stop get to finish before they are cancelled.
 SHUTDOWN_TIMEOUT = 2.0
+
+# Seconds an orderly stop may take after SIGTERM before the process exits regardless: the agent's, and the
+# server's (its listeners' SHUTDOWN_TIMEOUT, the embedded agent's connections and the datastore's close).
+AGENT_STOP_GRACE = 5.0
+SERVER_STOP_GRACE = 10.0
+
+
+def exit_after(grace: float, log: Logger) -> threading.Timer:
+    """End the process ``grace`` seconds from now, should the orderly stop still run then. K3s stops within
+    seconds of SIGTERM; a connection that hangs in the stop (a peer that stopped answering) or a machine too
+    busy to finish it must not hold `systemctl stop` up until systemd's stop timeout kills the process. The
+    datastore commits each write on its own, so nothing written is lost."""
+
+    def _exit() -> None:
+        log.warning(f"Shutdown did not finish within {grace:.0f}s of the signal; exiting")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    timer = threading.Timer(grace, _exit)
+    timer.daemon = True
+    timer.start()
+    return timer
+
 
 _ON_RUNNER = "shutdown_timeout" in inspect.signature(web.BaseRunner.__init__).parameters
 

@@ -6,6 +6,7 @@ as in K3s."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from gorkheavy_lab.k3s import serving
 from gorkheavy_lab.k3s.testing import (
     Process,
     build_artifact,
@@ -188,3 +190,25 @@ def test_a_stop_ends_open_watches_and_takes_seconds(k3s_binary: Path, tmp_path: 
         finally:
             watch.kill()
     assert rc == 0, server.log()
+
+
+def test_a_stop_that_hangs_ends_the_process_after_the_grace() -> None:
+    """Should the orderly stop hang (a peer that stopped answering, a machine too busy to finish it), the
+    process still ends soon after SIGTERM, as K3s does, instead of at systemd's stop timeout (90 s)."""
+    script = (
+        "import time\n"
+        "from gorkheavy_lab.k3s import serving\n"
+        "from gorkheavy_lab.k3s.logs import Logger\n"
+        "serving.exit_after(1.0, Logger())\n"
+        "time.sleep(60)  # the stop that never finishes\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "app")}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=30, check=False
+    )
+    assert time.monotonic() - started < 10
+    assert done.returncode == 0, done.stderr
+    assert "Shutdown did not finish within 1s of the signal; exiting" in done.stderr, done.stderr
+    # the server's grace stays below what cluster_lifecycle allows a `systemctl stop k3s.service` (20 s)
+    assert serving.SERVER_STOP_GRACE < 20
